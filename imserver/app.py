@@ -1,0 +1,47 @@
+"""Builds the service from a config: database, services, component; runs and stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from imserver.config import Config
+from imserver.service.context import Context, utc_now
+from imserver.service.membership import Membership
+from imserver.service.policies import seed_policy
+from imserver.store.db import Database
+from imserver.xmpp.component import Component
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """One running imserver: a database handle, the services and the component."""
+
+    def __init__(self, config: Config, clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self.db = Database(config.database.url, echo=config.database.echo)
+        self.ctx = Context(self.db, config, clock)
+        self.membership = Membership(self.ctx)
+        self.component = Component(config, self.membership)
+
+    async def start(self, timeout: float = 15.0) -> None:
+        """Seed the policy, connect to the XMPP server and wait for the handshake."""
+        await seed_policy(self.ctx)
+        self.component.connect()
+        await asyncio.wait_for(self.component.connected_event.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Disconnect and close the database (its worker threads included)."""
+        await self.component.stop()
+        await self.db.dispose()
+
+    async def run_forever(self) -> None:
+        """Start, then serve until cancelled."""
+        await self.start(timeout=60.0)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

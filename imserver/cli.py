@@ -1,0 +1,159 @@
+"""The ``imserver`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from imserver.config import Config, ConfigError, load_config
+from imserver.devserver.prosody import ProsodyError, ProsodyInstance
+
+log = logging.getLogger("imserver")
+
+
+def _prosody(config: Config) -> ProsodyInstance:
+    x = config.xmpp
+    return ProsodyInstance(
+        Path(config.prosody.data_dir),
+        domain=x.domain,
+        client_port=x.client_port,
+        component_port=x.component_port,
+        components={x.component: x.secret},
+    )
+
+
+def cmd_migrate(config: Config, _args: argparse.Namespace) -> int:
+    from imserver.store.migrate import upgrade
+
+    head = upgrade(config.database.url)
+    print(f"database at revision {head}")
+    return 0
+
+
+async def _load_regions(config: Config, path: Path | None, only_if_empty: bool) -> int:
+    from imserver.geo.regions import load_regions_csv
+    from imserver.service.context import Context
+    from imserver.service.regions import load_regions, region_count
+    from imserver.store.db import Database
+
+    db = Database(config.database.url)
+    try:
+        ctx = Context(db, config)
+        if only_if_empty and await region_count(ctx):
+            return 0
+        return await load_regions(ctx, load_regions_csv(path))
+    finally:
+        await db.dispose()
+
+
+def cmd_regions_load(config: Config, args: argparse.Namespace) -> int:
+    n = asyncio.run(_load_regions(config, Path(args.file) if args.file else None, False))
+    print(f"{n} regions loaded")
+    return 0
+
+
+def cmd_accounts_add(config: Config, args: argparse.Namespace) -> int:
+    _prosody(config).add_account(args.jid, args.password)
+    print(f"account {args.jid} created")
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    from imserver.app import App
+
+    app = App(config)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await app.run_forever()
+
+
+def cmd_run(config: Config, _args: argparse.Namespace) -> int:
+    """Run the component against an existing XMPP server and database."""
+    asyncio.run(_serve(config))
+    return 0
+
+
+def cmd_dev(config: Config, _args: argparse.Namespace) -> int:
+    """`make run`: private Prosody, migrated database, region data, then the component."""
+    from imserver.store.migrate import upgrade
+
+    upgrade(config.database.url)
+    n = asyncio.run(_load_regions(config, None, only_if_empty=True))
+    if n:
+        print(f"{n} regions loaded")
+    prosody = _prosody(config)
+    for admin in config.admins:
+        print(f"admin: {admin} (create its account: imserver accounts add {admin} PASSWORD)")
+    prosody.start()
+    print(
+        f"prosody on 127.0.0.1:{config.xmpp.client_port} (clients), "
+        f"component {config.xmpp.component} on :{config.xmpp.component_port}; Ctrl-C stops both"
+    )
+    try:
+        asyncio.run(_serve(config))
+    finally:
+        prosody.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
+    parser.add_argument(
+        "--config", default="config.toml", help="config file (default: %(default)s)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="bring the database to the newest schema").set_defaults(
+        func=cmd_migrate
+    )
+    regions = sub.add_parser("regions", help="region data").add_subparsers(
+        dest="sub", required=True
+    )
+    load = regions.add_parser("load", help="load the shipped data set or a CSV file")
+    load.add_argument("file", nargs="?")
+    load.set_defaults(func=cmd_regions_load)
+    accounts = sub.add_parser("accounts", help="accounts of the private Prosody").add_subparsers(
+        dest="sub", required=True
+    )
+    add = accounts.add_parser("add", help="create an account")
+    add.add_argument("jid")
+    add.add_argument("password")
+    add.set_defaults(func=cmd_accounts_add)
+    sub.add_parser("run", help="run the component (existing XMPP server)").set_defaults(
+        func=cmd_run
+    )
+    sub.add_parser("dev", help="private Prosody + component in the foreground").set_defaults(
+        func=cmd_dev
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        return int(args.func(config, args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ProsodyError as exc:
+        print(f"prosody: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

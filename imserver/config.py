@@ -1,0 +1,181 @@
+"""Configuration: pydantic models loaded from ``config.toml``, overridable by environment.
+
+Every field can be overridden by ``IMSERVER_<SECTION>__<FIELD>`` (top-level fields:
+``IMSERVER_<FIELD>``). Values are parsed as JSON when they look like JSON (lists, tables,
+numbers, booleans), else taken as strings. A bad value fails at start with a message that
+names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from imserver.domain.jids import normalize_jid
+from imserver.domain.money import ISO_4217
+from imserver.domain.policy import Policy
+
+ENV_PREFIX = "IMSERVER_"
+DEFAULT_SECRET = "imserver-dev-secret"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class XmppConfig(_Strict):
+    component: str = "dist.localhost"
+    domain: str = "localhost"
+    host: str = "127.0.0.1"
+    component_port: int = Field(5347, ge=1, le=65535)
+    client_port: int = Field(5222, ge=1, le=65535)
+    secret: str = DEFAULT_SECRET
+    member_domains: tuple[str, ...] = ("localhost",)
+    reconnect_max_delay: float = Field(8.0, gt=0, le=300)
+
+    @field_validator("member_domains")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(d.lower() for d in v)
+
+    @model_validator(mode="after")
+    def _secret_only_on_loopback(self) -> XmppConfig:
+        loopback = self.host in {"127.0.0.1", "::1", "localhost"} or self.host.startswith("127.")
+        if self.secret == DEFAULT_SECRET and not loopback:
+            raise ValueError(
+                "xmpp.secret: the repository's default secret is refused when the XMPP server "
+                "is not on loopback; set IMSERVER_XMPP__SECRET"
+            )
+        return self
+
+
+class DatabaseConfig(_Strict):
+    url: str = "sqlite+aiosqlite:///var/imserver.sqlite3"
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        if not v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB")
+        return v
+
+
+class ProsodyConfig(_Strict):
+    data_dir: str = "var/prosody"
+
+
+class PolicyConfig(_Strict):
+    pool_bp: int = 1000
+    referral_bp: tuple[int, ...] = (3000, 2000)
+    agent_district_bp: int = 1500
+    agent_city_bp: int = 1000
+    agent_province_bp: int = 500
+    allow_third_level: bool = False
+    hold_days: int = Field(7, ge=0, le=365)
+
+    def to_policy(self) -> Policy:
+        """The domain policy these settings describe (validated by the domain)."""
+        return Policy(
+            pool_bp=self.pool_bp,
+            referral_bp=self.referral_bp,
+            agent_bp=(self.agent_district_bp, self.agent_city_bp, self.agent_province_bp),
+            allow_third_level=self.allow_third_level,
+        )
+
+    @model_validator(mode="after")
+    def _valid(self) -> PolicyConfig:
+        self.to_policy().validate()
+        return self
+
+
+class MoneyConfig(_Strict):
+    currencies: dict[str, int] = {"CNY": 100_000_000, "USD": 10_000_000, "EUR": 10_000_000}
+    withdrawal_minimum: dict[str, int] = {"CNY": 1000, "USD": 100, "EUR": 100}
+
+    @field_validator("currencies")
+    @classmethod
+    def _iso(cls, v: dict[str, int]) -> dict[str, int]:
+        for code, cap in v.items():
+            if code not in ISO_4217:
+                raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+            if cap <= 0:
+                raise ValueError(f"the upper bound for {code} must be positive")
+        return v
+
+
+class LimitsConfig(_Strict):
+    # Requests per second per sender, with a burst; admins and bots get their own.
+    rate: float = Field(20.0, gt=0)
+    burst: int = Field(40, ge=1)
+    privileged_rate: float = Field(500.0, gt=0)
+    privileged_burst: int = Field(1000, ge=1)
+
+
+class Config(_Strict):
+    admins: tuple[str, ...] = ("admin@localhost",)
+    xmpp: XmppConfig = XmppConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    prosody: ProsodyConfig = ProsodyConfig()
+    policy: PolicyConfig = PolicyConfig()
+    money: MoneyConfig = MoneyConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(normalize_jid(a) for a in v)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _overlay_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = merged
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is not a section")
+        node[path[-1]] = _parse_env_value(raw)
+    return merged
+
+
+def load_config(
+    path: str | Path | None = "config.toml", env: Mapping[str, str] | None = None
+) -> Config:
+    """Load the config file (if it exists) and apply environment overrides.
+
+    Raises ConfigError with the failing field's dotted name.
+    """
+    data: dict[str, Any] = {}
+    if path is not None and Path(path).exists():
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    data = _overlay_env(data, os.environ if env is None else env)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "config"
+            lines.append(f"{field}: {err['msg']}")
+        raise ConfigError("bad configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Use cases: each one decides, authorises and owns exactly one transaction."""

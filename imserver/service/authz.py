@@ -1,0 +1,103 @@
+"""Authorization in one place: who the sender is, and what each kind of sender may do.
+
+The same table filters the command lists that disco and ``help`` show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from imserver.config import Config
+from imserver.domain.jids import domain_of
+from imserver.service.errors import ServiceError, forbidden, registration_required
+from imserver.store import members
+from imserver.store.models import Bot
+from imserver.store.records import MemberRecord
+
+# Kinds of sender. A sender can be several (an admin who is also a user).
+FOREIGN = "foreign"  # a JID of a domain whose users may not be members
+NONMEMBER = "nonmember"
+USER = "user"
+MERCHANT = "merchant"
+BOT = "bot"
+AGENT = "agent"
+ADMIN = "admin"
+MEMBER_KINDS = frozenset({USER, MERCHANT, AGENT})
+
+# capability -> kinds that may use it
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "register": frozenset({NONMEMBER}),
+    "chain.own": frozenset(MEMBER_KINDS),
+    "chain.any": frozenset({ADMIN}),
+    "chain.region": frozenset({AGENT}),
+    "merchant.create": frozenset({ADMIN}),
+    "agent.assign": frozenset({ADMIN}),
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The sender of a request, as the service sees it."""
+
+    jid: str
+    kinds: frozenset[str]
+    member: MemberRecord | None = None
+    bot_of: int | None = None  # the merchant a bot JID reports for
+    agent_regions: tuple[str, ...] = field(default=())
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.kinds
+
+    def may(self, capability: str) -> bool:
+        """True when one of the sender's kinds has the capability."""
+        return bool(self.kinds & PERMISSIONS[capability])
+
+    def require(self, capability: str) -> None:
+        """Raise the stanza error a sender without the capability gets."""
+        if self.may(capability):
+            return
+        allowed = PERMISSIONS[capability]
+        if (
+            FOREIGN not in self.kinds
+            and self.member is None
+            and allowed & MEMBER_KINDS
+            and not allowed & {ADMIN, BOT}
+        ):
+            raise registration_required()
+        raise forbidden(f"{self.jid} may not do that")
+
+    def require_member(self) -> MemberRecord:
+        """The sender's active membership, or registration-required."""
+        if self.member is None:
+            raise registration_required()
+        if not self.member.active:
+            raise ServiceError("not-acceptable", "your membership has ended")
+        return self.member
+
+
+async def resolve_actor(conn: AsyncConnection, jid: str, config: Config) -> Actor:
+    """Work out every kind the sender is, from the config and the database."""
+    kinds: set[str] = set()
+    if jid in config.admins:
+        kinds.add(ADMIN)
+    if domain_of(jid) not in config.xmpp.member_domains:
+        kinds.add(FOREIGN)
+    member = await members.get_by_jid(conn, jid)
+    bot_of = (
+        await conn.execute(select(Bot.merchant_id).where(Bot.jid == jid))
+    ).scalar_one_or_none()
+    if bot_of is not None:
+        kinds.add(BOT)
+    regions: tuple[str, ...] = ()
+    if member is not None and member.active:
+        kinds.add(member.role)
+        regions = tuple(await members.agent_regions_of(conn, member.id))
+        if regions:
+            kinds.add(AGENT)
+    elif member is None and FOREIGN not in kinds and bot_of is None:
+        kinds.add(NONMEMBER)
+    return Actor(jid, frozenset(kinds), member, bot_of, regions)

@@ -1,0 +1,207 @@
+"""Members, rule numbers and stored chains."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from imserver.store.dialect import for_update, upsert
+from imserver.store.models import AgencyLink, Agent, Member, RuleCounter, Upline
+from imserver.store.records import AgencyView, MemberRecord, UplineLink
+
+_MEMBER_COLS = (
+    Member.id,
+    Member.jid,
+    Member.rule_number,
+    Member.role,
+    Member.region_code,
+    Member.referrer_id,
+    Member.status,
+    Member.name,
+    Member.created_at,
+)
+
+
+def _record(row: Any) -> MemberRecord:
+    return MemberRecord(*row)
+
+
+async def _one(conn: AsyncConnection, stmt: Any) -> MemberRecord | None:
+    row = (await conn.execute(stmt)).first()
+    return _record(row) if row else None
+
+
+async def get_by_jid(
+    conn: AsyncConnection, jid: str, *, lock: bool = False, shared: bool = False
+) -> MemberRecord | None:
+    """The member whose bare JID is ``jid`` (locked for update, or shared, when asked)."""
+    stmt = select(*_MEMBER_COLS).where(Member.jid == jid)
+    return await _one(conn, for_update(conn, stmt, shared=shared) if lock or shared else stmt)
+
+
+async def get_by_id(
+    conn: AsyncConnection, member_id: int, *, lock: bool = False
+) -> MemberRecord | None:
+    """The member with this id."""
+    stmt = select(*_MEMBER_COLS).where(Member.id == member_id)
+    return await _one(conn, for_update(conn, stmt) if lock else stmt)
+
+
+async def get_by_rule_number(conn: AsyncConnection, rule_number: str) -> MemberRecord | None:
+    """The member with this rule number."""
+    return await _one(conn, select(*_MEMBER_COLS).where(Member.rule_number == rule_number))
+
+
+async def is_erased(conn: AsyncConnection, erased_hash: str) -> bool:
+    """True when a deleted member once had the JID with this keyed hash."""
+    stmt = select(Member.id).where(Member.erased_hash == erased_hash).limit(1)
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def next_rule_seq(conn: AsyncConnection, region: str, letter: str) -> int:
+    """Take the next sequence number of a region and role; never handed out twice."""
+    ins = upsert(conn, RuleCounter).values(region_code=region, letter=letter, last_seq=1)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[RuleCounter.region_code, RuleCounter.letter],
+        set_={"last_seq": RuleCounter.last_seq + 1},
+    ).returning(RuleCounter.last_seq)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def insert_member(
+    conn: AsyncConnection,
+    *,
+    jid: str,
+    rule_number: str,
+    role: str,
+    region_code: str,
+    referrer_id: int | None,
+    now: datetime,
+    name: str | None = None,
+    location: str | None = None,
+) -> int:
+    """Insert a new active member and return its id."""
+    stmt = (
+        insert(Member)
+        .values(
+            jid=jid,
+            rule_number=rule_number,
+            role=role,
+            region_code=region_code,
+            referrer_id=referrer_id,
+            original_referrer_id=referrer_id,
+            status="active",
+            name=name,
+            location=location,
+            created_at=now,
+        )
+        .returning(Member.id)
+    )
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def upline_ids(conn: AsyncConnection, member_id: int) -> list[int]:
+    """The stored upline of a member, nearest first."""
+    stmt = select(Upline.ancestor_id).where(Upline.member_id == member_id).order_by(Upline.level)
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def insert_upline(conn: AsyncConnection, member_id: int, ancestors: Sequence[int]) -> None:
+    """Store a new member's upline (nearest first)."""
+    if ancestors:
+        await conn.execute(
+            insert(Upline),
+            [
+                {"member_id": member_id, "level": i, "ancestor_id": a}
+                for i, a in enumerate(ancestors, 1)
+            ],
+        )
+
+
+async def upline_view(conn: AsyncConnection, member_id: int, levels: int) -> list[UplineLink]:
+    """The stored upline with each ancestor's JID and rule number, up to ``levels``."""
+    anc = aliased(Member)
+    stmt = (
+        select(Upline.level, anc.id, anc.jid, anc.rule_number)
+        .join(anc, anc.id == Upline.ancestor_id)
+        .where(Upline.member_id == member_id, Upline.level <= levels)
+        .order_by(Upline.level)
+    )
+    return [UplineLink(*row) for row in await conn.execute(stmt)]
+
+
+async def insert_agency(
+    conn: AsyncConnection, member_id: int, links: Sequence[tuple[int, str, int | None]]
+) -> None:
+    """Store a new member's agency chain: (scope level, region code, agent id or None)."""
+    if links:
+        await conn.execute(
+            insert(AgencyLink),
+            [
+                {"member_id": member_id, "scope_level": lvl, "region_code": code, "agent_id": agent}
+                for lvl, code, agent in links
+            ],
+        )
+
+
+async def agency_view(conn: AsyncConnection, member_id: int) -> list[AgencyView]:
+    """The stored agency chain with agents' JIDs, district first."""
+    agent = aliased(Member)
+    stmt = (
+        select(AgencyLink.scope_level, AgencyLink.region_code, AgencyLink.agent_id, agent.jid)
+        .outerjoin(agent, agent.id == AgencyLink.agent_id)
+        .where(AgencyLink.member_id == member_id)
+        .order_by(AgencyLink.scope_level.desc())
+    )
+    return [AgencyView(*row) for row in await conn.execute(stmt)]
+
+
+async def agents_of(conn: AsyncConnection, region_codes: Sequence[str]) -> dict[str, int]:
+    """The active agent of each of these regions that has one."""
+    stmt = select(Agent.region_code, Agent.member_id).where(Agent.region_code.in_(region_codes))
+    return {code: mid for code, mid in await conn.execute(stmt)}
+
+
+async def set_agent(
+    conn: AsyncConnection, region_code: str, member_id: int, now: datetime
+) -> int | None:
+    """Make ``member_id`` the region's agent; return the agent it replaced, if any."""
+    prev = (
+        await conn.execute(
+            for_update(conn, select(Agent.member_id).where(Agent.region_code == region_code))
+        )
+    ).scalar_one_or_none()
+    stmt = upsert(conn, Agent).values(region_code=region_code, member_id=member_id, assigned_at=now)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Agent.region_code],
+            set_={"member_id": member_id, "assigned_at": now},
+        )
+    )
+    return int(prev) if prev is not None else None
+
+
+async def point_agency_at(conn: AsyncConnection, region_code: str, agent_id: int | None) -> int:
+    """Set the agent of every stored agency link of a region (set-based); rows changed."""
+    stmt = (
+        update(AgencyLink)
+        .where(
+            and_(
+                AgencyLink.region_code == region_code,
+                AgencyLink.agent_id.is_distinct_from(agent_id),
+            )
+        )
+        .values(agent_id=agent_id if agent_id is not None else literal(None))
+    )
+    return (await conn.execute(stmt)).rowcount
+
+
+async def agent_regions_of(conn: AsyncConnection, member_id: int) -> list[str]:
+    """The regions where this member is the active agent."""
+    stmt = select(Agent.region_code).where(Agent.member_id == member_id)
+    return list((await conn.execute(stmt)).scalars())

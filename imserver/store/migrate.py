@@ -1,0 +1,53 @@
+"""Run Alembic migrations programmatically (``imserver migrate``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class MigrationError(RuntimeError):
+    """The database is newer than this code, or migrations are missing."""
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    """An Alembic config pointing at the project's migrations and this database."""
+    if not (MIGRATIONS / "env.py").exists():
+        raise MigrationError(f"migrations not found at {MIGRATIONS}")
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+async def current_revision(url: str) -> str | None:
+    """The database's revision (None for an empty database)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: MigrationContext.configure(c).get_current_revision()
+            )
+    finally:
+        await engine.dispose()
+
+
+def upgrade(url: str) -> str:
+    """Bring the database to head; refuse a database that is newer than the code."""
+    cfg = alembic_config(url)
+    script = ScriptDirectory.from_config(cfg)
+    current = asyncio.run(current_revision(url))
+    if current is not None and script.get_revision(current) is None:
+        raise MigrationError(f"database revision {current} is newer than this code")
+    command.upgrade(cfg, "head")
+    head = script.get_current_head()
+    assert head is not None
+    return head

@@ -1,0 +1,125 @@
+"""Tables. Amounts are integers in minor units; no floats anywhere."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Region(Base):
+    """An administrative area. Centroids in micro-degrees (integers)."""
+
+    __tablename__ = "regions"
+    code: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    level: Mapped[int] = mapped_column(SmallInteger)  # 1 province, 2 city, 3 district
+    parent_code: Mapped[str | None] = mapped_column(String(12), index=True)
+    lat_e6: Mapped[int] = mapped_column(Integer)
+    lon_e6: Mapped[int] = mapped_column(Integer)
+    successor_code: Mapped[str | None] = mapped_column(String(12))
+
+
+class Member(Base):
+    """A member, indexed by its normalised bare JID (a pseudonym once deleted)."""
+
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    jid: Mapped[str] = mapped_column(String(1023), unique=True)
+    rule_number: Mapped[str] = mapped_column(String(32), unique=True)
+    role: Mapped[str] = mapped_column(String(8))  # user | merchant | agent
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
+    # The live parent (changes with repair and reassignment) and the binding at registration.
+    referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    original_referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    # Keyed hash of an erased JID, so a deleted referrer is told apart from an unknown one.
+    erased_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    location: Mapped[str | None] = mapped_column(String(400))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RuleCounter(Base):
+    """The last sequence issued per region and role letter: numbers are never reused."""
+
+    __tablename__ = "rule_counters"
+    region_code: Mapped[str] = mapped_column(String(12), primary_key=True)
+    letter: Mapped[str] = mapped_column(String(1), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
+
+
+class Upline(Base):
+    """The stored referral chain: one row per live ancestor level (1 = direct referrer)."""
+
+    __tablename__ = "uplines"
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    ancestor_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+
+
+class AgencyLink(Base):
+    """The stored agency chain: one row per region level of the member's region."""
+
+    __tablename__ = "agency_links"
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    scope_level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # 3 district
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+
+
+class Agent(Base):
+    """The active agent of a region (one per region)."""
+
+    __tablename__ = "agents"
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Bot(Base):
+    """A bot JID allowed to report payments for a merchant."""
+
+    __tablename__ = "bots"
+    jid: Mapped[str] = mapped_column(String(1023), primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyVersion(Base):
+    """Every distribution policy ever used, by version number."""
+
+    __tablename__ = "policies"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[str] = mapped_column(String(2000))  # JSON of Policy.as_dict()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(1023))
+
+
+Index("ix_members_region_role", Member.region_code, Member.role)
+Index("ix_agency_region_scope", AgencyLink.region_code, AgencyLink.scope_level)

@@ -1,0 +1,1 @@
+"""The XMPP layer: translates stanzas to service calls and answers back. Decides nothing."""

@@ -1,0 +1,1 @@
+"""slixmpp plugins shared by the component and by client bots."""

@@ -1,0 +1,162 @@
+"""Fixtures: a real Prosody on free loopback ports, both databases, the component, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from imserver.app import App
+from imserver.config import Config, load_config
+from imserver.devserver.prosody import ProsodyInstance, free_port
+from imserver.geo.regions import load_regions_csv
+from imserver.service.regions import load_regions
+from imserver.store.migrate import upgrade
+from tests.support.clients import PASSWORD, Client
+
+DOMAIN = "localhost"
+OTHER_DOMAIN = "other.localhost"
+SECRET = "test-secret"
+COMPONENTS = {"sqlite": "dist.localhost", "postgresql": "distpg.localhost"}
+PG_ADMIN_DSN = os.environ.get(
+    "IMSERVER_TEST_PG", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = [
+    b for b in os.environ.get("IMSERVER_TEST_BACKENDS", "sqlite,postgresql").split(",") if b
+]
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyInstance]:
+    """A private Prosody (two client domains, one component per backend)."""
+    instance = ProsodyInstance(
+        tmp_path_factory.mktemp("prosody"),
+        domain=DOMAIN,
+        client_port=free_port(),
+        component_port=free_port(),
+        components={jid: SECRET for jid in COMPONENTS.values()},
+        extra_hosts=(OTHER_DOMAIN,),
+    )
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+class FakeClock:
+    """An injectable clock: tests move time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@dataclass
+class Service:
+    """The running component on one backend, with helpers to get clients."""
+
+    backend: str
+    app: App
+    prosody: ProsodyInstance
+    clock: FakeClock
+    clients: dict[str, Client] = field(default_factory=dict)
+    _seq: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def jid(self) -> str:
+        return self.app.config.xmpp.component
+
+    @property
+    def config(self) -> Config:
+        return self.app.config
+
+    def new_jid(self, prefix: str = "u", domain: str = DOMAIN) -> str:
+        """A JID nobody used yet in this session."""
+        return f"{prefix}{next(self._seq)}-{uuid.uuid4().hex[:6]}@{domain}"
+
+    async def client(self, jid: str | None = None) -> Client:
+        """A logged-in client for ``jid`` (account created on first use; reused after)."""
+        jid = jid or self.new_jid()
+        if jid not in self.clients:
+            await asyncio.to_thread(self.prosody.add_account, jid, PASSWORD)
+            self.clients[jid] = await Client(jid).open(self.prosody.client_port)
+        return self.clients[jid]
+
+    async def admin(self) -> Client:
+        return await self.client(self.config.admins[0])
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients.values()))
+
+
+async def _fresh_pg_database() -> tuple[str, str]:
+    name = f"imserver_test_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name)
+    return name, url.render_as_string(hide_password=False)
+
+
+async def _drop_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def make_config(backend: str, url: str, prosody: ProsodyInstance) -> Config:
+    """The config of a test service: loopback Prosody, the given database."""
+    env = {
+        "IMSERVER_ADMINS": f'["admin-{backend}@{DOMAIN}"]',
+        "IMSERVER_XMPP__COMPONENT": COMPONENTS[backend],
+        "IMSERVER_XMPP__SECRET": SECRET,
+        "IMSERVER_XMPP__COMPONENT_PORT": str(prosody.component_port),
+        "IMSERVER_XMPP__CLIENT_PORT": str(prosody.client_port),
+        "IMSERVER_XMPP__RECONNECT_MAX_DELAY": "2.0",
+        "IMSERVER_DATABASE__URL": url,
+    }
+    return load_config(Path(__file__).parents[1] / "config.toml", env=env)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def service(
+    request: pytest.FixtureRequest,
+    prosody: ProsodyInstance,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Service]:
+    """The component on a fresh, migrated database with the region data, per backend."""
+    backend: str = request.param
+    pg_name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'imserver.sqlite3'}"
+    else:
+        pg_name, url = await _fresh_pg_database()
+    config = make_config(backend, url, prosody)
+    await asyncio.to_thread(upgrade, url)
+    clock = FakeClock()
+    app = App(config, clock=clock)
+    await load_regions(app.ctx, load_regions_csv())
+    await app.start()
+    svc = Service(backend, app, prosody, clock)
+    yield svc
+    await svc.close()
+    await app.stop()
+    if pg_name:
+        await _drop_pg_database(pg_name)
