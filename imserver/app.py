@@ -9,8 +9,8 @@ from datetime import datetime
 
 from imserver.config import Config
 from imserver.service.context import Context, utc_now
-from imserver.service.membership import Membership
 from imserver.service.policies import seed_policy
+from imserver.service.registry import Services
 from imserver.store.db import Database
 from imserver.xmpp.component import Component
 
@@ -24,8 +24,8 @@ class App:
         self.config = config
         self.db = Database(config.database.url, echo=config.database.echo)
         self.ctx = Context(self.db, config, clock)
-        self.membership = Membership(self.ctx)
-        self.component = Component(config, self.membership)
+        self.services = Services.build(self.ctx)
+        self.component = Component(config, self.services)
 
     async def start(self, timeout: float = 15.0) -> None:
         """Seed the policy, connect to the XMPP server and wait for the handshake."""

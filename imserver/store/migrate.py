@@ -28,26 +28,25 @@ def alembic_config(url: str) -> AlembicConfig:
     return cfg
 
 
-async def current_revision(url: str) -> str | None:
-    """The database's revision (None for an empty database)."""
+async def current_revisions(url: str) -> tuple[str, ...]:
+    """The database's revisions (empty for an empty database)."""
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(
-                lambda c: MigrationContext.configure(c).get_current_revision()
+                lambda c: tuple(MigrationContext.configure(c).get_current_heads())
             )
     finally:
         await engine.dispose()
 
 
 def upgrade(url: str) -> str:
-    """Bring the database to head; refuse a database that is newer than the code."""
+    """Bring the database to the newest schema; refuse a database that is newer than the code."""
     cfg = alembic_config(url)
     script = ScriptDirectory.from_config(cfg)
-    current = asyncio.run(current_revision(url))
-    if current is not None and script.get_revision(current) is None:
-        raise MigrationError(f"database revision {current} is newer than this code")
-    command.upgrade(cfg, "head")
-    head = script.get_current_head()
-    assert head is not None
-    return head
+    for current in asyncio.run(current_revisions(url)):
+        if script.get_revision(current) is None:
+            raise MigrationError(f"database revision {current} is newer than this code")
+    # "heads": features may add migrations on parallel branches until they are merged.
+    command.upgrade(cfg, "heads")
+    return ",".join(sorted(script.get_heads()))

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slixmpp import ComponentXMPP, Iq
+from slixmpp import ComponentXMPP
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
@@ -16,8 +16,8 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 from imserver.config import Config
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.errors import ServiceError
-from imserver.service.membership import Location, Membership
-from imserver.xmpp.translate import fill_chain, fill_member
+from imserver.service.registry import Services
+from imserver.xmpp.requests import membership
 from plugins.distribution import NS
 from plugins.distribution import enable as enable_distribution
 
@@ -31,7 +31,8 @@ KNOWN_PAYLOADS = {
     ("urn:xmpp:ping", "ping"),
 }
 
-Handler = Callable[[Iq, str], Awaitable[None]]
+# (request IQ, normalised bare JID of the sender)
+Handler = Callable[[Any, str], Awaitable[None]]
 
 
 class UnknownRequest(MatcherBase):
@@ -55,11 +56,11 @@ class UnknownRequest(MatcherBase):
 class Component(ComponentXMPP):
     """The imserver component. Handlers turn stanzas into service calls."""
 
-    def __init__(self, config: Config, membership: Membership) -> None:
+    def __init__(self, config: Config, services: Services) -> None:
         x = config.xmpp
         super().__init__(x.component, x.secret, x.host, x.component_port)
         self.config = config
-        self.membership = membership
+        self.services = services
         self.stopping = False
         self.connected_event = asyncio.Event()
         self._reconnect_delay = 0.0
@@ -70,10 +71,8 @@ class Component(ComponentXMPP):
         disco.add_identity(category="component", itype="generic", name="imserver distribution")
         disco.add_feature(NS)
         self._known = set(KNOWN_PAYLOADS)
-        self._route("set", "register", self._register)
-        self._route("get", "chain", self._chain)
-        self._route("set", "merchant", self._merchant)
-        self._route("set", "agent", self._agent)
+        for module in (membership,):
+            module.install(self)
         self.register_handler(
             CoroutineCallback("unknown request", UnknownRequest(self._known), self._unknown)
         )
@@ -82,7 +81,7 @@ class Component(ComponentXMPP):
 
     # -- wiring ---------------------------------------------------------------
 
-    def _route(self, itype: str, payload: str, handler: Handler) -> None:
+    def route(self, itype: str, payload: str, handler: Handler) -> None:
         """Register an IQ handler for one of our payloads with the shared error mapping."""
         self._known.add((NS, payload))
 
@@ -145,54 +144,3 @@ class Component(ComponentXMPP):
         self.cancel_connection_attempt()
         if self.transport is not None:
             await self.disconnect(wait=1.0)
-
-    # -- handlers -------------------------------------------------------------
-
-    async def _register(self, iq: Iq, sender: str) -> None:
-        view = await self.membership.register(sender, iq["register"]["referrer"] or None)
-        reply = iq.reply(clear=True)
-        fill_member(reply["member"], view)
-        reply.send()
-
-    async def _chain(self, iq: Iq, sender: str) -> None:
-        view = await self.membership.chain(sender, iq["chain"]["jid"] or None)
-        reply = iq.reply(clear=True)
-        fill_chain(reply["chain"], view)
-        reply.send()
-
-    async def _merchant(self, iq: Iq, sender: str) -> None:
-        m = iq["merchant"]
-        view = await self.membership.add_merchant(
-            sender, m["jid"], m["name"], m["referrer"] or None, _location(m)
-        )
-        reply = iq.reply(clear=True)
-        fill_member(reply["member"], view)
-        reply.send()
-
-    async def _agent(self, iq: Iq, sender: str) -> None:
-        a = iq["agent"]
-        view = await self.membership.assign_agent(sender, a["jid"], a["region"])
-        reply = iq.reply(clear=True)
-        fill_member(reply["member"], view)
-        reply.send()
-
-
-def _location(merchant: Any) -> Location:
-    """The ``<location/>`` of a merchant request (exactly one form), or bad-request."""
-    if merchant.xml.find(f"{{{NS}}}location") is None:
-        raise ServiceError("bad-request", "a merchant needs a <location/>")
-    loc = merchant["location"]
-    region, lat, lon, address = loc["region"], loc["lat"], loc["lon"], loc["address"]
-    forms = [bool(region), bool(lat or lon), bool(address)]
-    if sum(forms) != 1:
-        raise ServiceError(
-            "bad-request", "give exactly one of region='…', lat='…' lon='…', or address='…'"
-        )
-    if region:
-        return Location(region=region)
-    if address:
-        return Location(address=address)
-    try:
-        return Location(lat=float(lat), lon=float(lon), crs=loc["crs"] or "wgs84")
-    except ValueError:
-        raise ServiceError("bad-request", "lat and lon must be decimal degrees") from None

@@ -1,0 +1,1 @@
+"""IQ request handlers, one module per concern; each has ``install(component)``."""
