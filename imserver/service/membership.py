@@ -21,7 +21,7 @@ from imserver.service.errors import (
 )
 from imserver.service.policies import current_policy
 from imserver.service.views import ChainView, MemberView, member_view
-from imserver.store import members, regions
+from imserver.store import audit, members, regions
 from imserver.store.records import MemberRecord
 
 MAX_NAME = 200
@@ -192,6 +192,14 @@ class Membership:
             member = await self._create(
                 conn, merchant_jid, "merchant", region.code, ref, name=name, location=location_text
             )
+            await audit.record(
+                conn,
+                at=self.ctx.clock(),
+                actor=sender,
+                action="merchant.add",
+                target=merchant_jid,
+                details={"region": region.code, "name": name, "location": location_text},
+            )
             return member_view(member, ref.jid if ref else None)
 
         return await self.ctx.db.transaction(use_case)
@@ -228,8 +236,16 @@ class Membership:
                 member = await self._create(conn, agent_jid, "agent", region.code, None)
             elif not member.active:
                 raise not_acceptable(f"{agent_jid} is {member.status}")
-            await members.set_agent(conn, region.code, member.id, self.ctx.clock())
-            await members.point_agency_at(conn, region.code, member.id)
+            previous = await members.set_agent(conn, region.code, member.id, self.ctx.clock())
+            changed = await members.point_agency_at(conn, region.code, member.id)
+            await audit.record(
+                conn,
+                at=self.ctx.clock(),
+                actor=sender,
+                action="agent.assign",
+                target=agent_jid,
+                details={"region": region.code, "replaced": previous, "chains": changed},
+            )
             referrer = await members.upline_view(conn, member.id, 1)
             return member_view(member, referrer[0].jid if referrer else None)
 

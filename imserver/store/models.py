@@ -121,5 +121,18 @@ class PolicyVersion(Base):
     created_by: Mapped[str] = mapped_column(String(1023))
 
 
+class AuditEntry(Base):
+    """Every admin action: who, when, what, on whom, why."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(1023))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str | None] = mapped_column(String(1023))
+    details: Mapped[str | None] = mapped_column(String(2000))  # JSON
+    reason: Mapped[str | None] = mapped_column(String(500))
+
+
 Index("ix_members_region_role", Member.region_code, Member.role)
 Index("ix_agency_region_scope", AgencyLink.region_code, AgencyLink.scope_level)

@@ -1,4 +1,4 @@
-"""members, regions, chains, agents, bots, policies
+"""members, regions, chains, agents, bots, policies, audit log
 
 Revision ID: 0001
 Revises: 
@@ -18,6 +18,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table('audit_log',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('actor', sa.String(length=1023), nullable=False),
+    sa.Column('action', sa.String(length=40), nullable=False),
+    sa.Column('target', sa.String(length=1023), nullable=True),
+    sa.Column('details', sa.String(length=2000), nullable=True),
+    sa.Column('reason', sa.String(length=500), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
+    )
+    with op.batch_alter_table('audit_log', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_audit_log_at'), ['at'], unique=False)
+
     op.create_table('policies',
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('body', sa.String(length=2000), nullable=False),
@@ -119,6 +132,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('audit_log')
     with op.batch_alter_table('uplines', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_uplines_ancestor_id'))
 
