@@ -35,6 +35,13 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return None
 
 
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of a SQLite database file (SQLite creates the file, not folders)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 class Database:
     """One engine; ``transaction`` runs a use case in a single transaction, retried on races.
 
@@ -50,8 +57,7 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
-            if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            ensure_sqlite_dir(url)
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs["pool_size"] = 10

@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from imserver.store.db import ensure_sqlite_dir
+
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -42,6 +44,7 @@ async def current_revisions(url: str) -> tuple[str, ...]:
 
 def upgrade(url: str) -> str:
     """Bring the database to the newest schema; refuse a database that is newer than the code."""
+    ensure_sqlite_dir(url)
     cfg = alembic_config(url)
     script = ScriptDirectory.from_config(cfg)
     known = {rev.revision for rev in script.walk_revisions()}
