@@ -114,7 +114,8 @@ class Component(ComponentXMPP):
     async def _on_session_start(self, _event: Any) -> None:
         self._reconnect_delay = 0.0
         self.connected_event.set()
-        log.info("component %s connected to %s", self.boundjid, self.address)
+        x = self.config.xmpp
+        log.info("component %s connected to %s:%s", self.boundjid, x.host, x.component_port)
 
     def _on_disconnected(self, _event: Any) -> None:
         self.connected_event.clear()
