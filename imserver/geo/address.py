@@ -179,8 +179,12 @@ def _strip_ethnic(stem: str) -> str:
 
 
 def normalize(text: str) -> str:
-    """NFKC (full-width to ASCII) and no whitespace, which never splits a name."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
+    """NFKC (full-width to ASCII), case-folded, without whitespace.
+
+    Names and text are both normalised, so 广东省 深圳市 matches as written
+    and a name with spaces (another country's) still matches.
+    """
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,7 @@ class AddressMatcher:
             forms = {region.name: True}
             forms.update(dict.fromkeys(short_forms(region.name, level), False))
             for form, is_full in forms.items():
-                entry = names.setdefault(form, {})
+                entry = names.setdefault(normalize(form), {})
                 entry[region.code] = entry.get(region.code, False) or is_full
         self._names = names
         self._max_len = max((len(n) for n in names), default=0)
@@ -267,7 +271,7 @@ class AddressMatcher:
     def match(self, text: str) -> AddressMatch:
         """The region the address names; raises UnknownAddress or AmbiguousAddress."""
         tokens = self.tokens(text)
-        shown = normalize(text)
+        shown = " ".join(text.split())
         if not tokens:
             raise UnknownAddress(f"no known region name in address {shown!r}")
         hypotheses = sorted({code for tok in tokens for code in tok.codes})

@@ -64,11 +64,19 @@ def write_boundaries(path: Path, codes: Sequence[str], geoms: Sequence[Any]) -> 
     """
     if len(codes) != len(geoms):
         raise ValueError("codes and geometries differ in length")
-    arr = np.asarray(geoms, dtype=object)
+    promoted = []
+    for geom in geoms:
+        kind = getattr(geom, "geom_type", None)
+        if kind == "Polygon":
+            geom = shapely.MultiPolygon([geom])  # one ragged layout for all
+        elif kind != "MultiPolygon":
+            # lines, points, collections: not a district outline
+            raise ValueError(f"expected polygons, got {kind}")
+        promoted.append(geom)
+    arr = np.empty(len(promoted), dtype=object)
+    arr[:] = promoted
     gtype, coords, offsets = shapely.to_ragged_array(arr)
     if gtype != shapely.GeometryType.MULTIPOLYGON:
-        # to_ragged_array promotes a Polygon/MultiPolygon mix to MultiPolygon;
-        # anything else (lines, points) is not a district outline.
         raise ValueError(f"expected polygons, got {gtype!r}")
     fixed = np.rint(coords * _SCALE).astype(np.int64)
     if np.abs(fixed - coords * _SCALE).max(initial=0.0) > 1e-3:

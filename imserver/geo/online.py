@@ -77,9 +77,13 @@ def make_geocoder(
     # geopy builds "{scheme}://{domain}{path}", so a path prefix can ride
     # along in `domain`.
     domain = parts.netloc + parts.path.rstrip("/")
-    geocoder: Geocoder = cls(
-        domain=domain, scheme=parts.scheme, timeout=timeout, user_agent=user_agent
-    )
+    try:
+        geocoder: Geocoder = cls(
+            domain=domain, scheme=parts.scheme, timeout=timeout, user_agent=user_agent
+        )
+    except (TypeError, GeopyError) as exc:
+        # e.g. a provider that also needs an API key
+        raise ValueError(f"geocoder provider {provider!r} cannot be set up: {exc}") from exc
     return geocoder
 
 
