@@ -35,6 +35,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "chain.region": frozenset({AGENT}),
     "merchant.create": frozenset({ADMIN}),
     "agent.assign": frozenset({ADMIN}),
+    # Chain repair and the audit log (imserver.service.repair).
+    "member.terminate": frozenset({ADMIN}),
+    "member.delete": frozenset({ADMIN}),
+    "member.reassign": frozenset({ADMIN}),
+    "audit.read": frozenset({ADMIN}),
 }
 
 

@@ -21,7 +21,7 @@ from imserver.service.errors import (
 )
 from imserver.service.policies import current_policy
 from imserver.service.views import ChainView, MemberView, member_view
-from imserver.store import audit, members, regions
+from imserver.store import audit, members, regions, repair
 from imserver.store.records import MemberRecord
 
 MAX_NAME = 200
@@ -66,14 +66,24 @@ class Membership:
         async def use_case(conn: AsyncConnection) -> MemberView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             if actor.member is not None:
+                if actor.member.status == "terminated":
+                    # Only deletion frees a JID (it then joins as a new member).
+                    raise conflict(
+                        f"{sender}'s membership ({actor.member.rule_number}) was terminated:"
+                        " it cannot join again"
+                    )
                 raise conflict(f"{sender} is already a member ({actor.member.rule_number})")
             if not actor.may("register"):
                 raise forbidden(f"{sender} may not join this network")
-            ref = await members.get_by_jid(conn, ref_jid, shared=True)
+            ref = await members.get_by_jid(conn, ref_jid)
             if ref is None:
                 if await members.is_erased(conn, self.ctx.erased_hash(ref_jid)):
                     raise not_acceptable(f"referrer {ref_jid} has left the network")
                 raise not_found(f"referrer {ref_jid} is not a member")
+            if ref.active:
+                # The referrer's line top-down, then the referrer, FOR SHARE: a repair of
+                # that line waits for us, or we retry on its result (see store.repair).
+                ref, _above = await repair.lock_line(conn, ref.id)
             if not ref.active:
                 raise not_acceptable(f"referrer {ref_jid} is {ref.status}")
             member = await self._create(conn, sender, "user", ref.region_code, ref)
@@ -120,7 +130,7 @@ class Membership:
         if live is None:
             raise bad_request(f"unknown region {region_code}")
         line = await regions.line(conn, live.code)
-        agents = await members.agents_of(conn, [r.code for r in line])
+        agents = await members.agents_of(conn, [r.code for r in line], shared=True)
         links = chains.agency_chain([(r.code, r.level) for r in line], agents)
         await members.insert_agency(
             conn,
@@ -181,9 +191,11 @@ class Membership:
                 raise conflict(f"{merchant_jid} is already a member ({existing.rule_number})")
             ref = None
             if ref_jid:
-                ref = await members.get_by_jid(conn, ref_jid, shared=True)
+                ref = await members.get_by_jid(conn, ref_jid)
                 if ref is None:
                     raise not_found(f"referrer {ref_jid} is not a member")
+                if ref.active:
+                    ref, _above = await repair.lock_line(conn, ref.id)
                 if not ref.active:
                     raise not_acceptable(f"referrer {ref_jid} is {ref.status}")
             region = await regions.live(conn, region_code)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from imserver.service.context import Context
 from imserver.service.membership import Membership
+from imserver.service.repair import Repair
 
 
 @dataclass
@@ -14,8 +15,9 @@ class Services:
 
     ctx: Context
     membership: Membership
+    repair: Repair
 
     @classmethod
     def build(cls, ctx: Context) -> Services:
         """Wire the services over one context."""
-        return cls(ctx=ctx, membership=Membership(ctx))
+        return cls(ctx=ctx, membership=Membership(ctx), repair=Repair(ctx))

@@ -161,9 +161,17 @@ async def agency_view(conn: AsyncConnection, member_id: int) -> list[AgencyView]
     return [AgencyView(*row) for row in await conn.execute(stmt)]
 
 
-async def agents_of(conn: AsyncConnection, region_codes: Sequence[str]) -> dict[str, int]:
-    """The active agent of each of these regions that has one."""
+async def agents_of(
+    conn: AsyncConnection, region_codes: Sequence[str], *, shared: bool = False
+) -> dict[str, int]:
+    """The active agent of each of these regions that has one.
+
+    ``shared`` locks the agents rows FOR SHARE: a registration storing them in a new chain
+    keeps a concurrent termination of the agent from vacating the region behind its back.
+    """
     stmt = select(Agent.region_code, Agent.member_id).where(Agent.region_code.in_(region_codes))
+    if shared:
+        stmt = for_update(conn, stmt.order_by(Agent.region_code), shared=True)
     return {code: mid for code, mid in await conn.execute(stmt)}
 
 

@@ -64,6 +64,42 @@ class XEP_Distribution(BasePlugin):
         iq.enable("balance")
         return await iq.send(**kw)
 
+    async def terminate(self, component: str, jid: str, reason: str | None = None, **kw: Any) -> Iq:
+        """Admin: end a member's service (its chains are repaired before the answer)."""
+        return await self._member_request(component, "terminate", jid, reason, **kw)
+
+    async def delete(self, component: str, jid: str, reason: str | None = None, **kw: Any) -> Iq:
+        """Admin: delete a member and erase its JID (answered with the pseudonym)."""
+        return await self._member_request(component, "delete", jid, reason, **kw)
+
+    async def _member_request(
+        self, component: str, what: str, jid: str, reason: str | None, **kw: Any
+    ) -> Iq:
+        iq = self._iq(component, "set")
+        iq[what]["jid"] = jid
+        if reason:
+            iq[what]["reason"] = reason
+        return await iq.send(**kw)
+
+    async def reassign(self, component: str, jid: str, referrer: str, reason: str, **kw: Any) -> Iq:
+        """Admin: move a member and its downline under another referrer."""
+        iq = self._iq(component, "set")
+        r = iq["reassign"]
+        r["jid"], r["referrer"], r["reason"] = jid, referrer, reason
+        return await iq.send(**kw)
+
+    async def audit(
+        self, component: str, max_entries: int | None = None, before: int | None = None, **kw: Any
+    ) -> Iq:
+        """Admin: a page of the audit log, newest first."""
+        iq = self._iq(component, "get")
+        iq.enable("audit")
+        if max_entries is not None:
+            iq["audit"]["max"] = str(max_entries)
+        if before is not None:
+            iq["audit"]["before"] = str(before)
+        return await iq.send(**kw)
+
 
 register_plugin(XEP_Distribution)
 

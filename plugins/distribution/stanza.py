@@ -23,7 +23,11 @@ class Register(_Base):
 
 class Member(_Base):
     name = plugin_attrib = "member"
-    interfaces = {"jid", "role", "rule-number", "region", "referrer", "status", "name"}
+    interfaces = {
+        "jid", "role", "rule-number", "region", "referrer", "status", "name",
+        # Answers of terminate, delete and reassign: what the repair changed.
+        "repaired", "reattached", "vacated",
+    }  # fmt: skip
 
 
 class Link(_Base):
@@ -71,6 +75,38 @@ class Terminate(_Base):
 class Delete(_Base):
     name = plugin_attrib = "delete"
     interfaces = {"jid", "reason"}
+
+
+class Reassign(_Base):
+    """Admin: move a member (and its downline) under another referrer."""
+
+    name = plugin_attrib = "reassign"
+    interfaces = {"jid", "referrer", "reason"}
+
+
+class AuditItem(_Base):
+    """One audit log entry; its text is the entry's details as JSON."""
+
+    name = "entry"
+    plugin_attrib = "entry"
+    plugin_multi_attrib = "entries"
+    interfaces = {"id", "at", "actor", "action", "target", "reason", "details"}
+
+    def get_details(self) -> str:
+        return self.xml.text or ""
+
+    def set_details(self, value: str) -> None:
+        self.xml.text = value
+
+    def del_details(self) -> None:
+        self.xml.text = None
+
+
+class Audit(_Base):
+    """Admin: read the audit log, newest first (``before`` an entry id pages back)."""
+
+    name = plugin_attrib = "audit"
+    interfaces = {"max", "before"}
 
 
 class Payment(_Base):
@@ -151,6 +187,9 @@ def register_stanzas() -> None:
     register_stanza_plugin(Upline, Link, iterable=True)
     register_stanza_plugin(Agents, Link, iterable=True)
     register_stanza_plugin(Merchant, Location)
+    register_stanza_plugin(Iq, Reassign)
+    register_stanza_plugin(Iq, Audit)
+    register_stanza_plugin(Audit, AuditItem, iterable=True)
     register_stanza_plugin(Distribution, Share, iterable=True)
     register_stanza_plugin(Balance, Amount, iterable=True)
     register_stanza_plugin(Message, Earning, iterable=True)
