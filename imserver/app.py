@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from imserver.config import Config
+from imserver.jobs import Jobs
 from imserver.service.context import Context, utc_now
 from imserver.service.policies import seed_policy
 from imserver.service.registry import Services
@@ -26,15 +27,18 @@ class App:
         self.ctx = Context(self.db, config, clock)
         self.services = Services.build(self.ctx)
         self.component = Component(config, self.services)
+        self.jobs = Jobs(self.services)
 
     async def start(self, timeout: float = 15.0) -> None:
         """Seed the policy, connect to the XMPP server and wait for the handshake."""
         await seed_policy(self.ctx)
+        self.jobs.start()
         self.component.connect()
         await asyncio.wait_for(self.component.connected_event.wait(), timeout)
 
     async def stop(self) -> None:
         """Disconnect and close the database (its worker threads included)."""
+        self.jobs.shutdown()
         await self.component.stop()
         await self.db.dispose()
 

@@ -105,6 +105,42 @@ def cmd_dev(config: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
+async def _ledger(config: Config, what: str) -> int:
+    from imserver.service.context import Context
+    from imserver.service.ledger import Ledger
+    from imserver.service.settlement import Settlement
+    from imserver.store.db import Database
+
+    db = Database(config.database.url)
+    try:
+        ctx = Context(db, config)
+        if what == "settle":
+            print(f"{await Settlement(ctx).settle()} payments settled")
+            return 0
+        report = await Ledger(ctx).check()
+    finally:
+        await db.dispose()
+    sums = ", ".join(f"{c} {s}" for c, s in sorted(report.currencies.items())) or "no currency"
+    print(
+        f"{report.accounts} accounts, {report.movements} movements, {report.entries} entries; "
+        f"sums: {sums}"
+    )
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+    print("ledger OK" if report.ok else "ledger BROKEN")
+    return 0 if report.ok else 1
+
+
+def cmd_ledger_check(config: Config, _args: argparse.Namespace) -> int:
+    """Prove that every currency sums to zero and that balances equal their entries."""
+    return asyncio.run(_ledger(config, "check"))
+
+
+def cmd_ledger_settle(config: Config, _args: argparse.Namespace) -> int:
+    """Settle every payment whose hold has ended (what the scheduled job does)."""
+    return asyncio.run(_ledger(config, "settle"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
     parser.add_argument(
@@ -128,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("jid")
     add.add_argument("password")
     add.set_defaults(func=cmd_accounts_add)
+    ledger = sub.add_parser("ledger", help="the payment ledger").add_subparsers(
+        dest="sub", required=True
+    )
+    ledger.add_parser(
+        "check", help="prove every currency sums to zero and balances equal their entries"
+    ).set_defaults(func=cmd_ledger_check)
+    ledger.add_parser("settle", help="settle payments whose hold has ended").set_defaults(
+        func=cmd_ledger_settle
+    )
     sub.add_parser("run", help="run the component (existing XMPP server)").set_defaults(
         func=cmd_run
     )

@@ -40,6 +40,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "member.delete": frozenset({ADMIN}),
     "member.reassign": frozenset({ADMIN}),
     "audit.read": frozenset({ADMIN}),
+    # Payments, ledger and withdrawals (imserver.service.payments and neighbours).
+    "payment.send": frozenset({MERCHANT, BOT}),
+    "bot.manage": frozenset({ADMIN, MERCHANT}),
+    "policy.read": frozenset({*MEMBER_KINDS, ADMIN, BOT}),
+    "policy.set": frozenset({ADMIN}),
+    "balance.own": frozenset(MEMBER_KINDS),
+    "balance.any": frozenset({ADMIN}),
+    "withdrawal.ask": frozenset(MEMBER_KINDS),
+    "withdrawal.decide": frozenset({ADMIN}),
 }
 
 

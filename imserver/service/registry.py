@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imserver.service.bots import Bots
 from imserver.service.context import Context
+from imserver.service.ledger import Ledger
 from imserver.service.membership import Membership
+from imserver.service.outbox import Outbox
+from imserver.service.payments import Payments
+from imserver.service.policy_admin import PolicyAdmin
 from imserver.service.repair import Repair
+from imserver.service.settlement import Settlement
+from imserver.service.withdrawals import Withdrawals
 
 
 @dataclass
@@ -16,8 +23,27 @@ class Services:
     ctx: Context
     membership: Membership
     repair: Repair
+    # Payments (issue 3): built in build() below.
+    bots: Bots
+    policy: PolicyAdmin
+    payments: Payments
+    ledger: Ledger
+    settlement: Settlement
+    withdrawals: Withdrawals
+    outbox: Outbox
 
     @classmethod
     def build(cls, ctx: Context) -> Services:
         """Wire the services over one context."""
-        return cls(ctx=ctx, membership=Membership(ctx), repair=Repair(ctx))
+        return cls(
+            ctx=ctx,
+            membership=Membership(ctx),
+            repair=Repair(ctx),
+            bots=Bots(ctx),
+            policy=PolicyAdmin(ctx),
+            payments=Payments(ctx),
+            ledger=Ledger(ctx),
+            settlement=Settlement(ctx),
+            withdrawals=Withdrawals(ctx),
+            outbox=Outbox(ctx),
+        )

@@ -13,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -136,3 +137,138 @@ class AuditEntry(Base):
 
 Index("ix_members_region_role", Member.region_code, Member.role)
 Index("ix_agency_region_scope", AgencyLink.region_code, AgencyLink.scope_level)
+
+
+# --- Payments, ledger, withdrawals and notifications (issue 3) -------------------------
+
+
+class Payment(Base):
+    """A payment reported by a merchant; ``ref`` is the merchant's idempotency key."""
+
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("merchant_id", "ref", name="uq_payments_merchant_ref"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    ref: Mapped[str] = mapped_column(String(128))
+    payer_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    policy_version: Mapped[int] = mapped_column(ForeignKey("policies.version"))
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Earnings move from pending to available at settle_at (the hold period's end).
+    settle_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PaymentShare(Base):
+    """The snapshot of one beneficiary's share of a payment, and how much was refunded."""
+
+    __tablename__ = "payment_shares"
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    role: Mapped[str] = mapped_column(String(10))  # referrer | agent | platform | merchant
+    level: Mapped[int | None] = mapped_column(SmallInteger)
+    scope: Mapped[str | None] = mapped_column(String(10))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Refund(Base):
+    """A refund of (part of) a payment; ``ref`` is the merchant's idempotency key."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (UniqueConstraint("merchant_id", "ref", name="uq_refunds_merchant_ref"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    ref: Mapped[str] = mapped_column(String(128))
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RefundShare(Base):
+    """How much of each payment share one refund reversed (positive)."""
+
+    __tablename__ = "refund_shares"
+    refund_id: Mapped[int] = mapped_column(ForeignKey("refunds.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class Account(Base):
+    """A ledger account: (owner, bucket, currency); ``balance`` is the sum of its entries.
+
+    owner is ``member:<id>`` (buckets pending, available, reserved, sales), ``platform``
+    (bucket earnings) or ``system`` (buckets payments, payouts: the world outside).
+    """
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        UniqueConstraint("owner", "bucket", "currency", name="uq_accounts_owner_bucket_currency"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(40))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    bucket: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerTxn(Base):
+    """One balanced movement (its entries sum to zero)."""
+
+    __tablename__ = "ledger_txns"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    # payment | refund | settlement | withdrawal.ask | withdrawal.approve | withdrawal.reject
+    kind: Mapped[str] = mapped_column(String(20))
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
+    refund_id: Mapped[int | None] = mapped_column(ForeignKey("refunds.id"))
+    withdrawal_id: Mapped[int | None] = mapped_column(ForeignKey("withdrawals.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntry(Base):
+    """One side of a movement: a signed amount on one account."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class Withdrawal(Base):
+    """A member's request to take money out; reserved on asking, then approved or rejected."""
+
+    __tablename__ = "withdrawals"
+    __table_args__ = (UniqueConstraint("member_id", "ref", name="uq_withdrawals_member_ref"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    ref: Mapped[str | None] = mapped_column(String(128))  # the member's optional idempotency key
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(10))  # pending | approved | rejected
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(1023))
+    reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class OutboxMessage(Base):
+    """A notification written in the transaction that caused it, sent after commit."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    recipient: Mapped[str] = mapped_column(String(1023))
+    payload: Mapped[str] = mapped_column(String(4000))  # JSON of the earning
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index("ix_payments_due", Payment.settled_at, Payment.settle_at)
+Index("ix_ledger_entries_account", LedgerEntry.account_id, LedgerEntry.id)
+Index("ix_outbox_unsent", OutboxMessage.sent_at, OutboxMessage.id)

@@ -17,7 +17,7 @@ from imserver.config import Config
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.errors import ServiceError
 from imserver.service.registry import Services
-from imserver.xmpp.requests import membership, repair
+from imserver.xmpp.requests import membership, payments, repair
 from plugins.distribution import NS
 from plugins.distribution import enable as enable_distribution
 
@@ -71,7 +71,7 @@ class Component(ComponentXMPP):
         disco.add_identity(category="component", itype="generic", name="imserver distribution")
         disco.add_feature(NS)
         self._known = set(KNOWN_PAYLOADS)
-        for module in (membership, repair):
+        for module in (membership, repair, payments):
             module.install(self)
         self.register_handler(
             CoroutineCallback("unknown request", UnknownRequest(self._known), self._unknown)

@@ -111,13 +111,12 @@ class Audit(_Base):
 
 class Payment(_Base):
     name = plugin_attrib = "payment"
-    interfaces = {"id", "payer", "amount", "currency"}
-
+    # merchant (optional): the merchant reported for; anyone not allowed to is refused.
+    interfaces = {"id", "payer", "amount", "currency", "merchant"}
 
 class Refund(_Base):
     name = plugin_attrib = "refund"
-    interfaces = {"id", "payment", "amount"}
-
+    interfaces = {"id", "payment", "amount", "merchant"}
 
 class Share(_Base):
     name = "share"
@@ -142,6 +141,7 @@ class Amount(_Base):
 
 class Balance(_Base):
     name = plugin_attrib = "balance"
+    interfaces = {"jid"}  # an admin may name another member
 
 
 class Earning(_Base):
@@ -172,6 +172,93 @@ class Store(ElementBase):
     interfaces: ClassVar[set[str]] = set()
 
 
+# --- Payments: bots, policy, statements, withdrawals (issue 3) ---------------------------
+
+
+class Bot(_Base):
+    """Link or unlink a bot JID to a merchant (admin, or the merchant itself)."""
+
+    name = plugin_attrib = "bot"
+    interfaces = {"jid", "merchant", "action", "status"}
+
+
+class PolicyPayload(_Base):
+    """The distribution policy in force (get) or its replacement (set, admin)."""
+
+    name = "policy"
+    plugin_attrib = "policy"
+    interfaces = {
+        "version",
+        "pool-bp",
+        "referral-bp",
+        "district-bp",
+        "city-bp",
+        "province-bp",
+        "allow-third-level",
+        "reason",
+    }
+
+
+class Entry(_Base):
+    """One ledger entry of a statement."""
+
+    name = "entry"
+    plugin_attrib = "entry"
+    plugin_multi_attrib = "entries"
+    interfaces = {
+        "id",
+        "at",
+        "kind",
+        "bucket",
+        "amount",
+        "currency",
+        "payment",
+        "refund",
+        "withdrawal",
+    }
+
+
+class Statement(_Base):
+    """A page of the sender's ledger entries (XEP-0059 <set/> inside)."""
+
+    name = plugin_attrib = "statement"
+    interfaces = {"jid", "currency"}
+
+
+class Withdraw(_Base):
+    """A member asks to withdraw an amount (reserved at once)."""
+
+    name = plugin_attrib = "withdraw"
+    interfaces = {"id", "amount", "currency"}
+
+
+class Withdrawal(_Base):
+    """A withdrawal (answer), or an admin's decision on one (action approve|reject)."""
+
+    name = "withdrawal"
+    plugin_attrib = "withdrawal"
+    plugin_multi_attrib = "withdrawal_items"
+    interfaces = {"id", "ref", "jid", "amount", "currency", "status", "at", "action", "reason"}
+
+
+class Withdrawals(_Base):
+    """A list of withdrawals (the sender's; an admin's: everyone's)."""
+
+    name = plugin_attrib = "withdrawals"
+    interfaces = {"status"}
+
+
+def register_payment_stanzas() -> None:
+    """Register the payment payloads (called by register_stanzas)."""
+    from slixmpp.plugins.xep_0059.stanza import Set as RsmSet
+
+    for cls in (Bot, PolicyPayload, Statement, Withdraw, Withdrawal, Withdrawals):
+        register_stanza_plugin(Iq, cls)
+    register_stanza_plugin(Statement, Entry, iterable=True)
+    register_stanza_plugin(Statement, RsmSet)
+    register_stanza_plugin(Withdrawals, Withdrawal, iterable=True)
+
+
 REQUESTS: tuple[type[ElementBase], ...] = (
     Register, Chain, Merchant, Agent, Terminate, Delete, Payment, Refund, Balance,
 )  # fmt: skip
@@ -194,3 +281,4 @@ def register_stanzas() -> None:
     register_stanza_plugin(Balance, Amount, iterable=True)
     register_stanza_plugin(Message, Earning, iterable=True)
     register_stanza_plugin(Message, Store)
+    register_payment_stanzas()

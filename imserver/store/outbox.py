@@ -1,0 +1,90 @@
+"""The notification outbox: rows written in the transaction that caused them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from imserver.store.models import OutboxMessage
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    member_id: int
+    recipient: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+async def add(
+    conn: AsyncConnection, rows: Sequence[tuple[int, str, dict[str, Any]]], now: datetime
+) -> None:
+    """Queue notifications: (member id, recipient JID, payload)."""
+    if rows:
+        await conn.execute(
+            insert(OutboxMessage),
+            [
+                {
+                    "member_id": member_id,
+                    "recipient": recipient,
+                    "payload": json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                    "created_at": now,
+                    "sent_at": None,
+                }
+                for member_id, recipient, payload in rows
+            ],
+        )
+
+
+async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[OutboxRow]:
+    """Take up to ``limit`` unsent rows, oldest first, and mark them sent.
+
+    The caller sends them after this transaction commits: a row is claimed once, so it is
+    never sent twice, even by several component processes (PostgreSQL skips rows that
+    another process is claiming).
+    """
+    stmt = (
+        select(
+            OutboxMessage.id,
+            OutboxMessage.member_id,
+            OutboxMessage.recipient,
+            OutboxMessage.payload,
+            OutboxMessage.created_at,
+        )
+        .where(OutboxMessage.sent_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = [
+        OutboxRow(int(i), int(m), r, json.loads(p), c) for i, m, r, p, c in await conn.execute(stmt)
+    ]
+    if rows:
+        await conn.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_([r.id for r in rows]))
+            .values(sent_at=now)
+        )
+    return rows
+
+
+async def unclaim(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    """Give rows back (claimed while the link was down, so never written to it)."""
+    if ids:
+        await conn.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(list(ids))).values(sent_at=None)
+        )
+
+
+async def unsent_count(conn: AsyncConnection) -> int:
+    """How many notifications wait to be sent."""
+    stmt = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+    return int((await conn.execute(stmt)).scalar_one())

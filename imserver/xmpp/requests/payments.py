@@ -1,0 +1,246 @@
+"""payment, refund, balance, statement, withdraw/withdrawal(s), bot, policy."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from imserver.service.errors import bad_request
+from imserver.service.money_views import (
+    BalanceView,
+    DistributionView,
+    PolicyView,
+    StatementPage,
+    WithdrawalView,
+)
+from imserver.xmpp.notify import Notifier
+from plugins.distribution.stanza import Amount, Entry, Share, Withdrawal
+
+if TYPE_CHECKING:
+    from imserver.xmpp.component import Component
+
+RSM_NS = "http://jabber.org/protocol/rsm"
+_NOTIFIERS: weakref.WeakKeyDictionary[Component, Notifier] = weakref.WeakKeyDictionary()
+
+
+def notifier_of(component: Component) -> Notifier:
+    """The outbox sender of a component (installed with this module)."""
+    return _NOTIFIERS[component]
+
+
+def install(component: Component) -> None:
+    """Route this module's payloads to the payment services; start the outbox sender."""
+    services = component.services
+    notifier = Notifier(component)
+    _NOTIFIERS[component] = notifier
+
+    async def payment(iq: Any, sender: str) -> None:
+        p = iq["payment"]
+        view = await services.payments.pay(
+            sender,
+            p["id"] or None,
+            p["payer"] or None,
+            p["amount"] or None,
+            p["currency"] or None,
+            p["merchant"] or None,
+        )
+        reply = iq.reply(clear=True)
+        fill_distribution(reply["distribution"], view)
+        reply.send()
+        notifier.kick()
+
+    async def refund(iq: Any, sender: str) -> None:
+        r = iq["refund"]
+        view = await services.payments.refund(
+            sender,
+            r["id"] or None,
+            r["payment"] or None,
+            r["amount"] or None,
+            r["merchant"] or None,
+        )
+        reply = iq.reply(clear=True)
+        fill_distribution(reply["distribution"], view)
+        reply.send()
+        notifier.kick()
+
+    async def balance(iq: Any, sender: str) -> None:
+        view = await services.ledger.balance(sender, iq["balance"]["jid"] or None)
+        reply = iq.reply(clear=True)
+        fill_balance(reply["balance"], view)
+        reply.send()
+
+    async def statement(iq: Any, sender: str) -> None:
+        st = iq["statement"]
+        limit: int | None = None
+        after: str | None = None
+        before: str | bool | None = None
+        if st.xml.find(f"{{{RSM_NS}}}set") is not None:
+            rsm = st["rsm"]
+            raw_max = rsm["max"]
+            if raw_max:
+                if not raw_max.isdigit() or len(raw_max) > 6:
+                    raise bad_request("<max/> must be a non-negative integer")
+                limit = int(raw_max)
+            after = rsm["after"] or None
+            before = rsm["before"]
+            if after is not None and before is not None:
+                raise bad_request("give <after/> or <before/>, not both")
+        page = await services.ledger.statement(
+            sender,
+            jid=st["jid"] or None,
+            currency=st["currency"] or None,
+            limit=limit,
+            after=after,
+            before=before,
+        )
+        reply = iq.reply(clear=True)
+        fill_statement(reply["statement"], page)
+        reply.send()
+
+    async def withdraw(iq: Any, sender: str) -> None:
+        w = iq["withdraw"]
+        view = await services.withdrawals.ask(
+            sender, w["amount"] or None, w["currency"] or None, w["id"] or None
+        )
+        reply = iq.reply(clear=True)
+        fill_withdrawal(reply["withdrawal"], view)
+        reply.send()
+
+    async def withdrawal(iq: Any, sender: str) -> None:
+        w = iq["withdrawal"]
+        view = await services.withdrawals.decide(
+            sender, w["id"] or None, w["action"] or None, w["reason"] or None
+        )
+        reply = iq.reply(clear=True)
+        fill_withdrawal(reply["withdrawal"], view)
+        reply.send()
+
+    async def withdrawals(iq: Any, sender: str) -> None:
+        views = await services.withdrawals.listing(sender, iq["withdrawals"]["status"] or None)
+        reply = iq.reply(clear=True)
+        listing = reply["withdrawals"]
+        for view in views:
+            el = Withdrawal()
+            fill_withdrawal(el, view)
+            listing.append(el)
+        reply.send()
+
+    async def bot(iq: Any, sender: str) -> None:
+        b = iq["bot"]
+        view = await services.bots.change(
+            sender, b["jid"] or None, b["merchant"] or None, b["action"] or None
+        )
+        reply = iq.reply(clear=True)
+        el = reply["bot"]
+        el["jid"], el["merchant"] = view.jid, view.merchant
+        el["status"] = "linked" if view.linked else "unlinked"
+        reply.send()
+
+    async def policy_get(iq: Any, sender: str) -> None:
+        view = await services.policy.get(sender)
+        reply = iq.reply(clear=True)
+        fill_policy(reply["policy"], view)
+        reply.send()
+
+    async def policy_set(iq: Any, sender: str) -> None:
+        p = iq["policy"]
+        keys = ("pool-bp", "referral-bp", "district-bp", "city-bp", "province-bp")
+        fields: dict[str, str | None] = {k: p[k] or None for k in keys}
+        fields["allow-third-level"] = p["allow-third-level"] or None
+        view = await services.policy.replace(sender, fields, p["reason"] or None)
+        reply = iq.reply(clear=True)
+        fill_policy(reply["policy"], view)
+        reply.send()
+
+    component.route("set", "payment", payment)
+    component.route("set", "refund", refund)
+    component.route("get", "balance", balance)
+    component.route("get", "statement", statement)
+    component.route("set", "withdraw", withdraw)
+    component.route("set", "withdrawal", withdrawal)
+    component.route("get", "withdrawals", withdrawals)
+    component.route("set", "bot", bot)
+    component.route("get", "policy", policy_get)
+    component.route("set", "policy", policy_set)
+
+
+def fill_distribution(el: Any, view: DistributionView) -> None:
+    """Write a DistributionView into a ``<distribution/>`` element."""
+    el["payment"] = view.payment
+    if view.refund:
+        el["refund"] = view.refund
+    el["merchant"] = view.merchant
+    el["amount"] = str(view.amount)
+    el["currency"] = view.currency
+    el["policy"] = str(view.policy)
+    for s in view.shares:
+        share = Share()
+        share["role"] = s.role
+        if s.level is not None:
+            share["level"] = str(s.level)
+        if s.scope:
+            share["scope"] = s.scope
+        if s.jid:
+            share["jid"] = s.jid
+        share["amount"] = str(s.amount)
+        el.append(share)
+
+
+def fill_balance(el: Any, view: BalanceView) -> None:
+    """Write a BalanceView into a ``<balance/>`` element (one ``<amount/>`` per currency)."""
+    el["jid"] = view.jid
+    for line in view.lines:
+        amount = Amount()
+        amount["currency"] = line.currency
+        amount["pending"] = str(line.pending)
+        amount["available"] = str(line.available)
+        amount["reserved"] = str(line.reserved)
+        el.append(amount)
+
+
+def fill_statement(el: Any, page: StatementPage) -> None:
+    """Write a page of entries and its XEP-0059 ``<set/>``."""
+    for line in page.lines:
+        entry = Entry()
+        entry["id"] = str(line.id)
+        entry["at"] = line.at.isoformat()
+        entry["kind"] = line.kind
+        entry["bucket"] = line.bucket
+        entry["amount"] = str(line.amount)
+        entry["currency"] = line.currency
+        if line.payment:
+            entry["payment"] = line.payment
+        if line.refund:
+            entry["refund"] = line.refund
+        if line.withdrawal is not None:
+            entry["withdrawal"] = str(line.withdrawal)
+        el.append(entry)
+    rsm = el["rsm"]
+    if page.lines:
+        rsm["first"] = str(page.lines[0].id)
+        rsm["first_index"] = str(page.first_index)
+        rsm["last"] = str(page.lines[-1].id)
+    rsm["count"] = str(page.count)
+
+
+def fill_withdrawal(el: Any, view: WithdrawalView) -> None:
+    """Write a WithdrawalView into a ``<withdrawal/>`` element."""
+    el["id"] = str(view.id)
+    if view.ref:
+        el["ref"] = view.ref
+    el["jid"] = view.jid
+    el["amount"] = str(view.amount)
+    el["currency"] = view.currency
+    el["status"] = view.status
+    el["at"] = view.created_at.isoformat()
+    if view.reason:
+        el["reason"] = view.reason
+
+
+def fill_policy(el: Any, view: PolicyView) -> None:
+    """Write a PolicyView into a ``<policy/>`` element."""
+    el["version"] = str(view.version)
+    el["pool-bp"] = str(view.pool_bp)
+    el["referral-bp"] = " ".join(str(x) for x in view.referral_bp)
+    el["district-bp"], el["city-bp"], el["province-bp"] = (str(x) for x in view.agent_bp)
+    el["allow-third-level"] = "true" if view.allow_third_level else "false"
