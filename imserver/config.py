@@ -120,6 +120,15 @@ class LimitsConfig(_Strict):
     burst: int = Field(40, ge=1)
     privileged_rate: float = Field(500.0, gt=0)
     privileged_burst: int = Field(1000, ge=1)
+    # Senders whose bucket is kept in memory (least recently seen evicted first), so a
+    # flood of distinct JIDs cannot grow the limiter without bound.
+    max_senders: int = Field(100_000, ge=100)
+    # How long a sender's "is it a merchant's bot?" answer is trusted before asking again.
+    privileged_recheck_seconds: float = Field(60.0, gt=0)
+    # The largest stanza the component accepts from the XMPP server (Prosody's own cap on
+    # component streams is 512 KiB) and the deepest element nesting inside one stanza.
+    max_stanza_bytes: int = Field(512 * 1024, ge=4096, le=64 * 1024 * 1024)
+    max_stanza_depth: int = Field(32, ge=8, le=200)
 
 
 class Config(_Strict):

@@ -27,6 +27,11 @@ def _clean(part: str, what: str) -> str:
         cat = unicodedata.category(ch)
         if cat[0] in "CZ":
             raise InvalidJid(f"{what} contains a space or control character")
+    # XMPP servers map compatibility forms (fullwidth letters, ligatures) and fold case
+    # (nodeprep: ß -> ss) before they stamp a JID; such a part would never compare equal
+    # to the JID its owner logs in with, so it is refused rather than stored.
+    if unicodedata.normalize("NFKC", part.casefold()) != part:
+        raise InvalidJid(f"{what} is not in canonical form (fullwidth, ligature or case-folded)")
     return part
 
 

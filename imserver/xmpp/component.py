@@ -16,7 +16,9 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 from imserver.config import Config
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.errors import ServiceError
+from imserver.service.limits import build_limiter
 from imserver.service.registry import Services
+from imserver.xmpp.hardening import HardenedStream, StreamLimits, check_startup
 from imserver.xmpp.requests import membership, payments, repair
 from plugins.distribution import NS
 from plugins.distribution import enable as enable_distribution
@@ -53,12 +55,19 @@ class UnknownRequest(MatcherBase):
         return (ns, name) not in self.known
 
 
-class Component(ComponentXMPP):
+class Component(HardenedStream, ComponentXMPP):
     """The imserver component. Handlers turn stanzas into service calls."""
 
     def __init__(self, config: Config, services: Services) -> None:
+        # Refuses a vulnerable expat and the default secret off loopback (hardening.py).
+        check_startup(config)
         x = config.xmpp
         super().__init__(x.component, x.secret, x.host, x.component_port)
+        self.stream_limits = StreamLimits(
+            config.limits.max_stanza_bytes, config.limits.max_stanza_depth
+        )
+        # One rate limit for every request and chat message of a sender (service/limits.py).
+        self.limiter = build_limiter(services.ctx)
         self.config = config
         self.services = services
         self.stopping = False
@@ -86,11 +95,14 @@ class Component(ComponentXMPP):
         self._known.add((NS, payload))
 
         async def run(iq: Any) -> None:
+            if len(iq.xml) != 1:
+                return  # the unknown-request handler answers it (one answer per IQ)
             try:
                 sender = normalize_jid(iq["from"].bare)
             except InvalidJid:
                 raise XMPPError("bad-request", text="the sender's JID does not parse") from None
             try:
+                await self.limiter.require(sender)
                 await handler(iq, sender)
             except ServiceError as exc:
                 raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
@@ -105,6 +117,23 @@ class Component(ComponentXMPP):
         self.register_handler(
             CoroutineCallback(f"{payload} {itype}", StanzaPath(f"iq@type={itype}/{payload}"), run)
         )
+
+    async def admit_message(self, msg: Any, sender: str) -> bool:
+        """Rate-limit a chat message: False when the sender is over its limit.
+
+        The first refused message of a run gets a ``resource-constraint`` error back; later
+        ones are dropped silently, so that a flood is not answered by a flood.
+        """
+        if await self.limiter.admit(sender):
+            return True
+        if self.limiter.first_refusal(sender) and msg["type"] != "error":
+            reply = msg.reply(clear=True)
+            reply["type"] = "error"
+            reply["error"]["type"] = "wait"
+            reply["error"]["condition"] = "resource-constraint"
+            reply["error"]["text"] = "too many messages: wait a moment before sending more"
+            reply.send()
+        return False
 
     async def _unknown(self, iq: Any) -> None:
         if len(iq.xml) != 1:
