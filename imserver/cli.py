@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, ProsodyInstance
+
+if TYPE_CHECKING:
+    from imserver.service.membership import Location
+    from imserver.service.regions import LoadReport
 
 log = logging.getLogger("imserver")
 
@@ -35,25 +42,68 @@ def cmd_migrate(config: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
-async def _load_regions(config: Config, path: Path | None, only_if_empty: bool) -> int:
+async def _load_regions(
+    config: Config, path: Path | None, only_if_empty: bool
+) -> LoadReport | None:
     from imserver.geo.regions import load_regions_csv
     from imserver.service.context import Context
     from imserver.service.regions import load_regions, region_count
     from imserver.store.db import Database
 
+    # Read and validate the whole file before touching the database.
+    data = load_regions_csv(path)
     db = Database(config.database.url)
     try:
         ctx = Context(db, config)
         if only_if_empty and await region_count(ctx):
-            return 0
-        return await load_regions(ctx, load_regions_csv(path))
+            return None
+        return await load_regions(ctx, data)
     finally:
         await db.dispose()
 
 
 def cmd_regions_load(config: Config, args: argparse.Namespace) -> int:
-    n = asyncio.run(_load_regions(config, Path(args.file) if args.file else None, False))
-    print(f"{n} regions loaded")
+    """Load the shipped data set or a CSV (code,name,level,parent,lat,lon[,successor])."""
+    from imserver.geo.regions import RegionDataError
+
+    try:
+        report = asyncio.run(_load_regions(config, Path(args.file) if args.file else None, False))
+    except RegionDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    assert report is not None
+    print(report.summary())
+    return 0
+
+
+def _resolve_location(text: str, crs: str | None) -> Location:
+    from imserver.service.membership import Location
+
+    point = re.fullmatch(r"\s*([-+]?[0-9.]+)\s*[,，\s]\s*([-+]?[0-9.]+)\s*", text)
+    if point:
+        return Location(lat=float(point.group(1)), lon=float(point.group(2)), crs=crs or "wgs84")
+    if crs:
+        raise ValueError("--crs applies to coordinates (LAT,LON) only")
+    if re.fullmatch(r"\s*[0-9]{6}(?:[0-9]{6})?\s*", text):
+        return Location(region=text.strip())
+    return Location(address=text)
+
+
+def cmd_regions_resolve(config: Config, args: argparse.Namespace) -> int:
+    """Print the region of "LAT,LON", an address or a code as JSON (no database needed)."""
+    from imserver.service.errors import ServiceError
+    from imserver.service.locations import Locations, resolved_json
+
+    try:
+        location = _resolve_location(args.location, args.crs)
+        resolved = Locations.from_config(config.geo).resolve_blocking(location)
+    except ServiceError as exc:
+        print(f"error: {exc.text}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(resolved_json(resolved), ensure_ascii=False, indent=2))
     return 0
 
 
@@ -87,9 +137,9 @@ def cmd_dev(config: Config, _args: argparse.Namespace) -> int:
     from imserver.store.migrate import upgrade
 
     upgrade(config.database.url)
-    n = asyncio.run(_load_regions(config, None, only_if_empty=True))
-    if n:
-        print(f"{n} regions loaded")
+    report = asyncio.run(_load_regions(config, None, only_if_empty=True))
+    if report is not None:
+        print(report.summary())
     prosody = _prosody(config)
     for admin in config.admins:
         print(f"admin: {admin} (create its account: imserver accounts add {admin} PASSWORD)")
@@ -155,8 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True
     )
     load = regions.add_parser("load", help="load the shipped data set or a CSV file")
-    load.add_argument("file", nargs="?")
+    load.add_argument("file", nargs="?", help="CSV: code,name,level,parent,lat,lon[,successor]")
     load.set_defaults(func=cmd_regions_load)
+    resolve = regions.add_parser(
+        "resolve", help='print the region of "LAT,LON", an address or a code as JSON'
+    )
+    resolve.add_argument("location", help='"22.5405,113.9345", an address, or a region code')
+    resolve.add_argument(
+        "--crs", choices=("wgs84", "gcj02", "bd09"), help="coordinate system (default wgs84)"
+    )
+    resolve.set_defaults(func=cmd_regions_resolve)
     accounts = sub.add_parser("accounts", help="accounts of the private Prosody").add_subparsers(
         dest="sub", required=True
     )

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -131,6 +133,40 @@ class LimitsConfig(_Strict):
     max_stanza_depth: int = Field(32, ge=8, le=200)
 
 
+class GeoConfig(_Strict):
+    """Location resolution: the nearest-district bound and an optional online geocoder."""
+
+    # A point inside no district polygon (a pier, a coast, an island the boundary data
+    # leaves out) goes to the nearest district within this many kilometres, else is refused.
+    max_km: float = Field(5.0, ge=0, le=100, allow_inf_nan=False)
+    # Online geocoder through geopy (a service name such as "nominatim", its base URL and a
+    # timeout in seconds); an empty provider means addresses are matched offline only.
+    geocoder_provider: str = ""
+    geocoder_url: str = ""
+    geocoder_timeout: float = Field(5.0, gt=0, le=60, allow_inf_nan=False)
+
+    @field_validator("geocoder_provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v and not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", v):
+            raise ValueError(f"{v!r} is not a geopy service name (e.g. nominatim)")
+        return v
+
+    @model_validator(mode="after")
+    def _geocoder_complete(self) -> GeoConfig:
+        if self.geocoder_provider:
+            parts = urlsplit(self.geocoder_url.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(
+                    "geocoder_url must be http(s)://host[:port][/path] when "
+                    "geocoder_provider is set"
+                )
+        elif self.geocoder_url:
+            raise ValueError("geocoder_url is set but geocoder_provider is empty")
+        return self
+
+
 class Config(_Strict):
     admins: tuple[str, ...] = ("admin@localhost",)
     xmpp: XmppConfig = XmppConfig()
@@ -139,6 +175,7 @@ class Config(_Strict):
     policy: PolicyConfig = PolicyConfig()
     money: MoneyConfig = MoneyConfig()
     limits: LimitsConfig = LimitsConfig()
+    geo: GeoConfig = GeoConfig()
 
     @field_validator("admins")
     @classmethod

@@ -109,12 +109,12 @@ async def test_admin_only_requests(service: Service) -> None:
     await expect_error(
         add_merchant(admin, service.jid, service.new_jid("x"), region="999999"), "bad-request"
     )
-    # Coordinates and addresses need the geography resolver.
+    # Coordinates resolve through the geography (tests/test_merchant_location.py has more).
     shop = service.new_jid("shop")
-    await expect_error(
-        add_merchant(admin, service.jid, shop, location={"lat": "22.54", "lon": "113.93"}),
-        "bad-request",
+    answer = await add_merchant(
+        admin, service.jid, shop, location={"lat": "22.54", "lon": "113.93"}
     )
+    assert answer["member"]["region"] == "440305"
 
 
 async def test_unknown_payload_is_service_unavailable(service: Service) -> None:

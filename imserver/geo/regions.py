@@ -6,10 +6,11 @@ Other countries load the same CSV shape::
 
     code,name,level,parent,lat,lon,successor
 
-``parent`` is empty for level 1 and names a row one level up otherwise.
-``successor`` is empty for a live code; a retired (or alias) code names the
-code that replaced it, which may itself be retired: consumers follow the
-chain to the live code.  ``lat``/``lon`` is a WGS-84 point inside the region
+(the ``successor`` column may be left out).  ``parent`` is empty for level 1
+and names a row one level up otherwise.  ``successor`` is empty for a live
+code; a retired (or alias) code names the code that replaced it, which may
+itself be retired: consumers follow the chain to the live code.  ``lat``/``lon``
+is a WGS-84 point inside the region
 (its centroid when that lies inside).
 """
 
@@ -99,9 +100,12 @@ def _parse(path: Path, text: str) -> list[Region]:
         header = next(reader)
     except StopIteration:
         raise RegionDataError(f"{path}:1: empty file, expected header") from None
-    if tuple(h.strip() for h in header) != CSV_HEADER:
+    columns = tuple(h.strip() for h in header)
+    # The successor column is optional: a data set without retired codes may leave it out.
+    if columns not in (CSV_HEADER, CSV_HEADER[:-1]):
         raise RegionDataError(
-            f"{path}:1: header must be {','.join(CSV_HEADER)}, got {','.join(header)}"
+            f"{path}:1: header must be {','.join(CSV_HEADER)} (successor optional), "
+            f"got {','.join(header)}"
         )
 
     regions: list[Region] = []
@@ -111,8 +115,10 @@ def _parse(path: Path, text: str) -> list[Region]:
         where = f"{path}:{line}"
         if not fields or all(not f.strip() for f in fields):
             continue  # tolerate blank lines (a trailing newline, say)
-        if len(fields) != len(CSV_HEADER):
-            raise RegionDataError(f"{where}: expected {len(CSV_HEADER)} fields, got {len(fields)}")
+        if len(fields) != len(columns):
+            raise RegionDataError(f"{where}: expected {len(columns)} fields, got {len(fields)}")
+        if len(fields) < len(CSV_HEADER):
+            fields = [*fields, ""]
         code, name, level_s, parent, lat_s, lon_s, successor = (f.strip() for f in fields)
         if not code or any(ch.isspace() or ch == "," for ch in code):
             raise RegionDataError(f"{where}: bad code {code!r}")

@@ -86,7 +86,11 @@ class Membership:
                 ref, _above = await repair.lock_line(conn, ref.id)
             if not ref.active:
                 raise not_acceptable(f"referrer {ref_jid} is {ref.status}")
-            member = await self._create(conn, sender, "user", ref.region_code, ref)
+            # A referrer whose region code was retired since: the newcomer lands on the
+            # successor (the referrer keeps its rule number and its code).
+            home = await regions.live(conn, ref.region_code)
+            region_code = home.code if home is not None else ref.region_code
+            member = await self._create(conn, sender, "user", region_code, ref)
             return member_view(member, ref.jid)
 
         return await self.ctx.db.transaction(use_case)
@@ -201,8 +205,18 @@ class Membership:
             region = await regions.live(conn, region_code)
             if region is None:
                 raise bad_request(f"unknown region {region_code}")
+            stored_location = location_text
+            if region.code != region_code:
+                # The loaded data set retired that code: record the step taken.
+                stored_location = f"{location_text}; {region_code} was replaced by {region.code}"
             member = await self._create(
-                conn, merchant_jid, "merchant", region.code, ref, name=name, location=location_text
+                conn,
+                merchant_jid,
+                "merchant",
+                region.code,
+                ref,
+                name=name,
+                location=stored_location[:400],
             )
             await audit.record(
                 conn,
@@ -210,7 +224,7 @@ class Membership:
                 actor=sender,
                 action="merchant.add",
                 target=merchant_jid,
-                details={"region": region.code, "name": name, "location": location_text},
+                details={"region": region.code, "name": name, "location": stored_location},
             )
             return member_view(member, ref.jid if ref else None)
 

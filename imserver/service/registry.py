@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from imserver.service.bots import Bots
 from imserver.service.context import Context
 from imserver.service.ledger import Ledger
+from imserver.service.locations import Locations
 from imserver.service.membership import Membership
 from imserver.service.outbox import Outbox
 from imserver.service.payments import Payments
@@ -37,7 +38,8 @@ class Services:
         """Wire the services over one context."""
         return cls(
             ctx=ctx,
-            membership=Membership(ctx),
+            # One geography per process: boundaries load on the first lookup, in a thread.
+            membership=Membership(ctx, Locations.from_config(ctx.config.geo)),
             repair=Repair(ctx),
             bots=Bots(ctx),
             policy=PolicyAdmin(ctx),

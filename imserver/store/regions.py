@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import (
+    SmallInteger,
+    String,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.store.dialect import upsert
-from imserver.store.models import Region
+from imserver.store.models import AgencyLink, Agent, Member, Region
 from imserver.store.records import RegionRecord
 
 MAX_SUCCESSOR_HOPS = 10
@@ -81,3 +92,79 @@ async def upsert_many(conn: AsyncConnection, rows: Iterable[dict[str, object]]) 
 async def clear(conn: AsyncConnection) -> None:
     """Remove every region (only for an empty database)."""
     await conn.execute(delete(Region))
+
+
+# --- A new data set over a populated database (region codes retired, regions moved) ----
+
+RegionShape = tuple[int, str | None, str | None]  # level, parent code, successor code
+
+
+async def shapes(conn: AsyncConnection) -> dict[str, RegionShape]:
+    """Every region's level, parent and successor, by code (a few thousand rows)."""
+    stmt = select(Region.code, Region.level, Region.parent_code, Region.successor_code)
+    return {code: (level, parent, succ) for code, level, parent, succ in await conn.execute(stmt)}
+
+
+async def member_region_codes(conn: AsyncConnection) -> set[str]:
+    """The region codes that members were issued with (one per rule-number prefix)."""
+    return set((await conn.execute(select(Member.region_code).distinct())).scalars())
+
+
+async def codes_linked_to_retired(conn: AsyncConnection) -> set[str]:
+    """Region codes of members whose stored agency chain names a retired region."""
+    stmt = (
+        select(Member.region_code)
+        .distinct()
+        .join(AgencyLink, AgencyLink.member_id == Member.id)
+        .join(Region, Region.code == AgencyLink.region_code)
+        .where(Region.successor_code.is_not(None))
+    )
+    return set((await conn.execute(stmt)).scalars())
+
+
+async def agents_by_region(conn: AsyncConnection) -> dict[str, int]:
+    """The active agent of every region that has one."""
+    stmt = select(Agent.region_code, Agent.member_id)
+    return {code: int(mid) for code, mid in await conn.execute(stmt)}
+
+
+async def move_agent(conn: AsyncConnection, from_code: str, to_code: str) -> None:
+    """Re-key a region's agent row to another region (the agent and its date stay)."""
+    await conn.execute(
+        update(Agent).where(Agent.region_code == from_code).values(region_code=to_code)
+    )
+
+
+async def relink_agency(
+    conn: AsyncConnection,
+    member_codes: Sequence[str],
+    links: Sequence[tuple[int, str, int | None]],
+) -> int:
+    """Replace the agency chain of every member issued in ``member_codes`` (set-based).
+
+    ``links`` is the new chain as (scope level, region code, agent id or None), the same
+    for all of them; returns how many members were re-linked.
+    """
+    in_codes = select(Member.id).where(Member.region_code.in_(member_codes))
+    await conn.execute(delete(AgencyLink).where(AgencyLink.member_id.in_(in_codes)))
+    for level, code, agent_id in links:
+        # Typed casts: PostgreSQL cannot infer the type of a bare parameter in a SELECT list.
+        rows = select(
+            Member.id,
+            cast(literal(level), SmallInteger),
+            cast(literal(code), String(12)),
+            cast(literal(agent_id) if agent_id is not None else null(), Member.id.type),
+        ).where(Member.region_code.in_(member_codes))
+        await conn.execute(
+            insert(AgencyLink).from_select(
+                [
+                    AgencyLink.member_id,
+                    AgencyLink.scope_level,
+                    AgencyLink.region_code,
+                    AgencyLink.agent_id,
+                ],
+                rows,
+            )
+        )
+    count = select(func.count()).select_from(Member).where(Member.region_code.in_(member_codes))
+    return int((await conn.execute(count)).scalar_one())

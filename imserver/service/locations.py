@@ -1,0 +1,184 @@
+"""Merchant locations: coordinates and addresses resolved to a region with imserver.geo.
+
+:class:`Locations` is the service's :class:`~imserver.service.membership.RegionResolver`.
+It is built once per process (``Services.build``) over the shipped region table and
+district boundaries; the boundaries and their spatial index load on the first lookup, in
+a worker thread, like every lookup after it, so the event loop never waits on shapely or
+on an online geocoder.  Every failure a sender can cause becomes ``bad-request`` whose
+text is the geography's own explanation (ambiguous names with their candidates, a point
+at sea with its distance, a malformed coordinate).
+
+The region code found here is a code of the shipped data set; the membership use case
+then follows the database's successors (an operator may have loaded a newer data set),
+so the database stays the authority on which code is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Final
+
+from imserver.config import GeoConfig
+from imserver.geo.crs import CRS
+from imserver.geo.errors import ResolveError
+from imserver.geo.online import Geocoder, geocode_address, geocode_address_sync, make_geocoder
+from imserver.geo.resolver import Resolved, Resolver, default_resolver
+from imserver.service.errors import bad_request
+from imserver.service.membership import Location
+
+__all__ = ["MAX_ADDRESS", "Locations", "describe", "normalize_crs", "resolved_json"]
+
+# An address longer than this is not an address; it also keeps the stored text bounded.
+MAX_ADDRESS: Final = 200
+# members.location is String(400).
+MAX_LOCATION_TEXT: Final = 400
+
+_CRS_ALIASES: Final[dict[str, CRS]] = {
+    "wgs84": "wgs84",
+    "wgs-84": "wgs84",
+    "epsg:4326": "wgs84",
+    "gcj02": "gcj02",
+    "gcj-02": "gcj02",
+    "bd09": "bd09",
+    "bd-09": "bd09",
+}
+
+
+def normalize_crs(raw: str | None) -> CRS:
+    """The coordinate system named by a ``crs`` attribute (WGS-84 when absent)."""
+    if raw is None or not raw.strip():
+        return "wgs84"
+    crs = _CRS_ALIASES.get(raw.strip().lower())
+    if crs is None:
+        raise bad_request(f"unknown coordinate system {raw[:20]!r}: use wgs84, gcj02 or bd09")
+    return crs
+
+
+def _check_point(lat: float | None, lon: float | None) -> tuple[float, float]:
+    if lat is None or lon is None:
+        raise bad_request("coordinates need both lat='…' and lon='…'")
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        raise bad_request("lat and lon must be finite decimal degrees")
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise bad_request(f"coordinates out of range: {lat:g},{lon:g} (lat -90..90, lon -180..180)")
+    return lat, lon
+
+
+def _check_address(raw: str | None) -> str:
+    text = " ".join((raw or "").split())
+    if not text:
+        raise bad_request("the address is empty")
+    if len(text) > MAX_ADDRESS or not text.isprintable():
+        raise bad_request(f"an address is printable text of at most {MAX_ADDRESS} characters")
+    return text
+
+
+def _deg(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def describe(location: Location, resolved: Resolved) -> str:
+    """The text stored as a merchant's location: what was given and how it resolved.
+
+    e.g. ``point 22.5405,113.9345 wgs84 -> 440305 广东省深圳市南山区 (point)``.
+    """
+    if location.address is not None:
+        given = f"address {_check_address(location.address)}"
+    elif location.lat is not None and location.lon is not None:
+        given = f"point {_deg(location.lat)},{_deg(location.lon)} {normalize_crs(location.crs)}"
+    else:
+        given = f"region {location.region}"
+    how = resolved.how if not resolved.note else f"{resolved.how}; {resolved.note}"
+    text = f"{given} -> {resolved.code} {resolved.full_name} ({how})"
+    # Cut the explanation, never what was given: the address is bounded above.
+    return text if len(text) <= MAX_LOCATION_TEXT else text[: MAX_LOCATION_TEXT - 2] + "…)"
+
+
+def resolved_json(resolved: Resolved) -> dict[str, Any]:
+    """A resolved region as plain JSON data (the ``imserver regions resolve`` answer)."""
+    return {
+        "code": resolved.code,
+        "name": resolved.name,
+        "level": resolved.level,
+        "full_name": resolved.full_name,
+        "chain": [{"code": c, "name": n, "level": lvl} for c, n, lvl in resolved.chain],
+        "how": resolved.how,
+        "note": resolved.note,
+    }
+
+
+class Locations:
+    """Resolves coordinates, addresses and region codes to a live region of the data set."""
+
+    def __init__(
+        self,
+        resolver: Resolver | None = None,
+        *,
+        max_km: float = 5.0,
+        geocoder: Geocoder | None = None,
+    ) -> None:
+        """Use ``resolver`` (default: the shipped data) and an optional online geocoder."""
+        self.resolver = resolver or default_resolver()
+        self.max_km = max_km
+        self.geocoder = geocoder
+
+    @classmethod
+    def from_config(cls, config: GeoConfig, resolver: Resolver | None = None) -> Locations:
+        """Build from the ``[geo]`` section; a geocoder geopy cannot set up fails here, at start."""
+        geocoder = None
+        if config.geocoder_provider:
+            try:
+                geocoder = make_geocoder(
+                    config.geocoder_provider, config.geocoder_url, config.geocoder_timeout
+                )
+            except ValueError as exc:
+                raise ValueError(f"geo: {exc}") from exc
+        return cls(resolver, max_km=config.max_km, geocoder=geocoder)
+
+    def preload(self) -> None:
+        """Load the boundaries and their spatial index now (blocking, ~0.05 s)."""
+        self.resolver.boundaries()
+
+    def resolve_blocking(self, location: Location) -> Resolved:
+        """Resolve a location (blocking: call it from a thread or a command line).
+
+        Raises ServiceError (bad-request) with the reason when it cannot be resolved.
+        """
+        try:
+            if location.address is not None:
+                return geocode_address_sync(
+                    _check_address(location.address),
+                    self.geocoder,
+                    self.resolver,
+                    max_km=self.max_km,
+                )
+            if location.lat is not None or location.lon is not None:
+                lat, lon = _check_point(location.lat, location.lon)
+                return self.resolver.resolve_point(
+                    lat, lon, normalize_crs(location.crs), self.max_km
+                )
+            if location.region:
+                return self.resolver.resolve_code(location.region)
+        except ResolveError as exc:
+            raise bad_request(str(exc)) from None
+        raise bad_request("give exactly one of region='…', lat='…' lon='…', or address='…'")
+
+    async def resolve(self, location: Location) -> tuple[str, str]:
+        """Region code and stored location text (the RegionResolver protocol).
+
+        The lookup runs in a worker thread: the first one loads the boundaries, and an
+        online geocoder blocks for up to its timeout.
+        """
+        if location.address is not None:
+            # Validated here so that a bad address never reaches the geocoder's thread.
+            text = _check_address(location.address)
+            try:
+                resolved = await geocode_address(
+                    text, self.geocoder, self.resolver, max_km=self.max_km
+                )
+            except ResolveError as exc:
+                raise bad_request(str(exc)) from None
+        else:
+            resolved = await asyncio.to_thread(self.resolve_blocking, location)
+        return resolved.code, describe(location, resolved)
