@@ -109,6 +109,17 @@ async def audit_entries(admin: Client, svc: Service, **kw: Any) -> list[dict[str
     return out
 
 
+async def pay(svc: Service, merchant: Client, payer: str, ref: str) -> list[tuple[str, str, str]]:
+    """The merchant reports a payment of 100.00 CNY; (role, level or scope, jid) of each share
+    that goes to someone (the amounts are the payments tests' business)."""
+    answer = await merchant.dist.pay(svc.jid, ref, payer, 10000, "CNY")
+    return [
+        (s["role"], s["level"] or s["scope"], s["jid"])
+        for s in answer["distribution"]["shares"]
+        if s["role"] in ("referrer", "agent")
+    ]
+
+
 # -- tests ---------------------------------------------------------------------------------
 
 
@@ -118,6 +129,17 @@ async def test_delete_a_middle_member_of_a_five_level_chain(service: Service) ->
     u = await chain_down(service, net.merchant.bare, 5)  # merchant <- u0 <- ... <- u4
     old_rule = chain_of(await u[2].dist.chain(service.jid))["member"]["rule-number"]
     u2_id = await member_id(service, u[2].bare)
+    # Payments before the deletion: u2 earns (its JID is a notification's recipient) and
+    # pays (its JID is in the payload of the notifications of those who earn).
+    await pay(service, net.merchant, u[3].bare, "before-delete-1")
+    await pay(service, net.merchant, u[2].bare, "before-delete-2")
+    held = await _rows(
+        service,
+        text("SELECT count(*) FROM outbox WHERE recipient = :j OR payload LIKE :p").bindparams(
+            j=u[2].bare, p=f"%{u[2].bare}%"
+        ),
+    )
+    assert held[0][0] >= 2
     before = await stored_uplines(service)
 
     answer = member_of(await admin.dist.delete(service.jid, u[2].bare, reason="asked to leave"))
@@ -135,9 +157,18 @@ async def test_delete_a_middle_member_of_a_five_level_chain(service: Service) ->
     assert [x[1] for x in rules[u[3].bare]["upline"]] == [u[1].bare, u[0].bare]
     assert [x[1] for x in rules[u[4].bare]["upline"]] == [u[3].bare, u[1].bare]
     assert rules[u[3].bare]["member"]["referrer"] == u[1].bare
+    # The next payment pays the repaired chain.
+    paid = await pay(service, net.merchant, u[4].bare, "after-delete")
+    assert paid[:2] == [("referrer", "1", u[3].bare), ("referrer", "2", u[1].bare)]
 
     # The JID is gone everywhere; the deleted member is no member any more.
-    for table, column in (("members", "jid"), ("audit_log", "target"), ("audit_log", "details")):
+    for table, column in (
+        ("members", "jid"),
+        ("audit_log", "target"),
+        ("audit_log", "details"),
+        ("outbox", "recipient"),
+        ("outbox", "payload"),
+    ):
         hits = await _rows(
             service,
             text(f"SELECT count(*) FROM {table} WHERE {column} LIKE :j").bindparams(
@@ -200,6 +231,13 @@ async def test_terminate_a_member_with_1000_direct_referrals(service: Service) -
     kid = chain_of(await admin.dist.chain(service.jid, children[0]))
     assert [link[1] for link in kid["upline"]] == [parent.bare, net.merchant.bare]
     assert kid["member"]["referrer"] == parent.bare
+    paid = await pay(service, net.merchant, children[0], "after-terminate")
+    assert paid[:2] == [("referrer", "1", parent.bare), ("referrer", "2", net.merchant.bare)]
+    paid = await pay(service, net.merchant, great[0], "deep-after-terminate")
+    assert paid[:2] == [
+        ("referrer", "1", grandchildren[0]),
+        ("referrer", "2", children[0]),
+    ]
 
     # A terminated JID cannot join again, and cannot refer anyone.
     await expect_error(x.dist.register(service.jid, net.merchant.bare), "conflict")
@@ -233,6 +271,12 @@ async def test_terminate_and_replace_a_district_agent(service: Service) -> None:
     late = await service.client()
     await late.dist.register(service.jid, users[-1].bare)
     assert chain_of(await late.dist.chain(service.jid))["agents"][0][2] is None
+    # The vacant district share goes to the platform.
+    paid = await pay(service, net.merchant, users[-1].bare, "vacant-district")
+    assert [p for p in paid if p[0] == "agent"] == [
+        ("agent", "city", net.city_agent.bare),
+        ("agent", "province", net.province_agent.bare),
+    ]
     # The terminated agent cannot be assigned again.
     await expect_error(assign_agent(admin, service.jid, district, "440305"), "not-acceptable")
 
@@ -251,6 +295,8 @@ async def test_terminate_and_replace_a_district_agent(service: Service) -> None:
         ),
     )
     assert stale == []
+    paid = await pay(service, net.merchant, late.bare, "new-district")
+    assert ("agent", "district", replacement.bare) in paid
     entry = (await audit_entries(admin, service, max_entries=2))[1]
     assert entry["action"] == "member.terminate" and entry["details"]["vacated"] == ["440305"]
 
@@ -285,6 +331,8 @@ async def test_reassign_moves_the_downline_and_refuses_cycles(service: Service) 
     e_id = await member_id(service, e.bare)
     d_id = await member_id(service, d.bare)
     assert (await stored_uplines(service))[d_id] == [c_id, b_id, e_id]
+    paid = await pay(service, net.merchant, c.bare, "after-move")
+    assert paid[:2] == [("referrer", "1", b.bare), ("referrer", "2", e.bare)]
     # Moving it back up (under its old grandparent) works too; a no-op changes nothing.
     member_of(await admin.dist.reassign(service.jid, b.bare, net.merchant.bare, "back"))
     await assert_chains_consistent(service)

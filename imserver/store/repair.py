@@ -12,7 +12,7 @@ Invariants kept (and relied on):
 
 Locking (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises every writer anyway):
 a use case that changes a member's place locks the member's stored upline FOR SHARE,
-farthest ancestor first, and then the member itself FOR UPDATE; a registration locks
+farthest ancestor first, and then the member itself FOR NO KEY UPDATE; a registration locks
 the referrer's upline the same way and then the referrer FOR SHARE. Everyone locks
 top-down along the tree, so a repair and a registration under the same line queue
 behind each other instead of deadlocking, and whoever comes second sees the first
@@ -330,20 +330,20 @@ async def erase(
         col = _column(table, column_name) if table is not None else None
         if table is not None and col is not None:
             await conn.execute(update(table).where(col == jid).values({column_name: alias}))
-    quoted, quoted_alias = json.dumps(jid, ensure_ascii=False), json.dumps(alias)
-    for table_name, column_name in JSON_COLUMNS:
-        table = _table(table_name)
-        col = _column(table, column_name) if table is not None else None
-        if table is not None and col is not None:
-            # A scan of these (admin-rate, append-only) tables, once per deletion.
-            pattern = (
-                "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            )
-            await conn.execute(
-                update(table)
-                .where(col.like(pattern, escape="\\"))
-                .values({column_name: func.replace(col, quoted, quoted_alias)})
-            )
+    quoted_alias = json.dumps(alias)
+    # Writers may or may not escape non-ASCII: look for the JID as both JSON spellings.
+    for quoted in sorted({json.dumps(jid, ensure_ascii=False), json.dumps(jid)}):
+        pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        for table_name, column_name in JSON_COLUMNS:
+            table = _table(table_name)
+            col = _column(table, column_name) if table is not None else None
+            if table is not None and col is not None:
+                # A scan of these (admin-rate, append-only) tables, once per deletion.
+                await conn.execute(
+                    update(table)
+                    .where(col.like(pattern, escape="\\"))
+                    .values({column_name: func.replace(col, quoted, quoted_alias)})
+                )
     return alias
 
 
