@@ -40,6 +40,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "member.delete": frozenset({ADMIN}),
     "member.reassign": frozenset({ADMIN}),
     "audit.read": frozenset({ADMIN}),
+    # Read-only queries of the human interface (imserver.service.queries).
+    "member.find": frozenset({ADMIN}),
+    "region.view": frozenset({ADMIN}),
+    "region.members": frozenset({ADMIN, AGENT}),
+    "stats": frozenset({ADMIN}),
     # Payments, ledger and withdrawals (imserver.service.payments and neighbours).
     "payment.send": frozenset({MERCHANT, BOT}),
     "bot.manage": frozenset({ADMIN, MERCHANT}),
@@ -50,6 +55,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "withdrawal.ask": frozenset(MEMBER_KINDS),
     "withdrawal.decide": frozenset({ADMIN}),
 }
+
+
+def capabilities_of(kinds: frozenset[str]) -> frozenset[str]:
+    """Every capability that one of these kinds of sender has (filters command lists)."""
+    return frozenset(cap for cap, allowed in PERMISSIONS.items() if kinds & allowed)
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,26 @@ class Actor:
         ):
             raise registration_required()
         raise forbidden(f"{self.jid} may not do that")
+
+    def require_any(self, capabilities: frozenset[str]) -> None:
+        """Raise unless the sender has one of the capabilities.
+
+        A non-member that joining would entitle gets registration-required, else forbidden.
+        """
+        if any(self.may(c) for c in capabilities):
+            return
+        if NONMEMBER in self.kinds and any(PERMISSIONS[c] & MEMBER_KINDS for c in capabilities):
+            raise registration_required()
+        refusals: list[ServiceError] = []
+        for capability in sorted(capabilities):
+            try:
+                self.require(capability)
+            except ServiceError as exc:
+                refusals.append(exc)
+        for refusal in refusals:
+            if refusal.condition == "registration-required":
+                raise refusal
+        raise refusals[0] if refusals else forbidden(f"{self.jid} may not do that")
 
     def require_member(self) -> MemberRecord:
         """The sender's active membership, or registration-required."""

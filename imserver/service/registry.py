@@ -12,6 +12,7 @@ from imserver.service.membership import Membership
 from imserver.service.outbox import Outbox
 from imserver.service.payments import Payments
 from imserver.service.policy_admin import PolicyAdmin
+from imserver.service.queries import Queries
 from imserver.service.repair import Repair
 from imserver.service.settlement import Settlement
 from imserver.service.withdrawals import Withdrawals
@@ -23,6 +24,7 @@ class Services:
 
     ctx: Context
     membership: Membership
+    queries: Queries
     repair: Repair
     # Payments (issue 3): built in build() below.
     bots: Bots
@@ -40,6 +42,7 @@ class Services:
             ctx=ctx,
             # One geography per process: boundaries load on the first lookup, in a thread.
             membership=Membership(ctx, Locations.from_config(ctx.config.geo)),
+            queries=Queries(ctx),
             repair=Repair(ctx),
             bots=Bots(ctx),
             policy=PolicyAdmin(ctx),

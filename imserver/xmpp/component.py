@@ -18,6 +18,7 @@ from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.errors import ServiceError
 from imserver.service.limits import build_limiter
 from imserver.service.registry import Services
+from imserver.xmpp import commands
 from imserver.xmpp.hardening import HardenedStream, StreamLimits, check_startup
 from imserver.xmpp.requests import membership, payments, repair
 from plugins.distribution import NS
@@ -80,7 +81,7 @@ class Component(HardenedStream, ComponentXMPP):
         disco.add_identity(category="component", itype="generic", name="imserver distribution")
         disco.add_feature(NS)
         self._known = set(KNOWN_PAYLOADS)
-        for module in (membership, repair, payments):
+        for module in (membership, repair, payments, commands):
             module.install(self)
         self.register_handler(
             CoroutineCallback("unknown request", UnknownRequest(self._known), self._unknown)

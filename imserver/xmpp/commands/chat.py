@@ -1,0 +1,261 @@
+"""The chat front-end: the same commands as text in a chat message to the component.
+
+Most chat clients (Conversations, Dino) show no ad-hoc commands, so this is the main way
+people use the network. Answers are short, for a phone's chat window.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from imserver.domain.jids import InvalidJid, normalize_jid
+from imserver.service.errors import ServiceError
+from imserver.xmpp.commands.base import (
+    Args,
+    Command,
+    Confirmation,
+    Result,
+    Table,
+    Text,
+    cell_text,
+)
+from imserver.xmpp.commands.registry import CommandSet
+from plugins.distribution import NS
+
+if TYPE_CHECKING:
+    from imserver.xmpp.component import Component
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 2000  # characters of a command worth parsing
+MAX_ROWS = 30  # table rows in one chat answer
+CONFIRM_TTL = 120.0  # seconds a question waits for "yes"
+MAX_PENDING = 10_000
+YES = {"yes", "y", "ok", "confirm"}
+NO = {"no", "n", "cancel"}
+BOOL_WORDS = {
+    "yes": "true",
+    "y": "true",
+    "true": "true",
+    "1": "true",
+    "on": "true",
+    "no": "false",
+    "n": "false",
+    "false": "false",
+    "0": "false",
+    "off": "false",
+}
+
+
+class UsageError(Exception):
+    """A text command whose words do not fit the command's fields."""
+
+
+def tokenize(body: str) -> list[str]:
+    """Words of a text command; double or single quotes group words ("Tea House")."""
+    try:
+        return shlex.split(body)
+    except ValueError:  # an unbalanced quote: take the words as typed
+        return body.split()
+
+
+def bind(command: Command, words: list[str]) -> Args:
+    """Map the words after the keyword to the command's fields.
+
+    Words fill the fields in order; ``field=value`` names one; a ``rest`` field takes
+    every remaining word.
+    """
+    args: Args = {}
+    positional: list[str] = []
+    names = {f.var for f in command.fields}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep and key.lower() in names and key.lower() not in args:
+            args[key.lower()] = value
+        else:
+            positional.append(word)
+    pending = [f for f in command.fields if f.var not in args]
+    for f in pending:
+        if not positional:
+            break
+        if f.rest:
+            args[f.var] = " ".join(positional)
+            positional = []
+        else:
+            args[f.var] = positional.pop(0)
+    if positional:
+        raise UsageError(f"too many words: {' '.join(positional)[:80]}")
+    for f in command.fields:
+        if f.kind == "bool" and f.var in args:
+            word = args[f.var].lower()
+            if word not in BOOL_WORDS:
+                raise UsageError(f"{f.var} must be yes or no")
+            args[f.var] = BOOL_WORDS[word]
+    missing = [f.var for f in command.fields if f.required and not args.get(f.var, "").strip()]
+    if missing:
+        raise UsageError("missing " + ", ".join(missing))
+    return args
+
+
+def render(result: Text | Table) -> str:
+    """The chat text of a result."""
+    lines = [result.title]
+    if isinstance(result, Text):
+        lines += [f"{label}: {cell_text(value)}" for label, value in result.details]
+        lines += result.lines
+        return "\n".join(lines)
+    if not result.rows:
+        lines.append(result.empty)
+    for row in result.rows[:MAX_ROWS]:
+        cells = [cell_text(row.get(c.var)) for c in result.columns]
+        lines.append(" · ".join(c for c in cells if c))
+    if len(result.rows) > MAX_ROWS:
+        lines.append(f"… and {len(result.rows) - MAX_ROWS} more")
+    if result.footer:
+        lines.append(result.footer)
+    return "\n".join(lines)
+
+
+def usage_text(command: Command) -> str:
+    """How to type a command."""
+    return f"Usage: {command.usage}\n{command.help}"
+
+
+@dataclass
+class Pending:
+    """A question waiting for the sender's yes."""
+
+    confirmation: Confirmation
+    deadline: float
+
+
+class Chat:
+    """Answers text commands sent to the component's JID."""
+
+    def __init__(
+        self,
+        component: Component,
+        commands: CommandSet,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.component = component
+        self.commands = commands
+        self.services = component.services
+        self.clock = clock
+        # Held in memory only: a lost question costs the sender one retyped command.
+        self.pending: dict[str, Pending] = {}
+        component.add_event_handler("message", self._on_message)
+
+    def _wanted(self, msg: Any) -> bool:
+        if msg["type"] not in ("chat", "normal"):
+            return False
+        me = self.component.boundjid
+        to = msg["to"]
+        if to.bare != me.bare:
+            return False  # addressed to some JID under the component, not to it
+        sender = msg["from"]
+        if sender.domain == me.domain or not sender.user:
+            return False  # our own notifications, or a server echoing a message
+        if msg.xml.find(f"{{{NS}}}earning") is not None:
+            return False
+        return bool(msg["body"].strip())
+
+    async def _on_message(self, msg: Any) -> None:
+        if not self._wanted(msg):
+            return
+        try:
+            actor = normalize_jid(msg["from"].bare)
+        except InvalidJid:
+            return
+        # The same per-sender rate limit as IQ requests (the component decides the answer).
+        if not await self.component.admit_message(msg, actor):
+            return
+        body = msg["body"].strip()
+        try:
+            answer = await self.answer(actor, body)
+        except Exception:
+            log.exception("chat command from %s failed", actor)
+            answer = "Something went wrong; nothing was changed. Please try again."
+        self.component.make_message(
+            mto=msg["from"], mfrom=self.component.boundjid, mbody=answer, mtype="chat"
+        ).send()
+
+    async def answer(self, actor: str, body: str) -> str:
+        """The reply to one text from ``actor``."""
+        if len(body) > MAX_BODY:
+            return f"That is too long ({len(body)} characters); say help for the commands."
+        pending = self._take_pending(actor)
+        if pending is not None:
+            word = body.lower().strip(" .!")
+            if word in YES:
+                return await self._run(actor, None, pending.confirmation.proceed)
+            if word in NO:
+                return "Cancelled: nothing was changed."
+        words = tokenize(body)
+        found = self.commands.match(words)
+        if found is None:
+            return await self._not_understood(actor, words)
+        command, used = found
+        try:
+            args = bind(command, words[used:])
+        except UsageError as exc:
+            # Tell how to use a command only to those who may run it.
+            try:
+                if command.capabilities:
+                    await self.services.queries.require_any(actor, command.capabilities)
+            except ServiceError as refusal:
+                return self._error(refusal)
+            return f"{exc}.\n{usage_text(command)}"
+        # The service decides, with its own precise refusal (e.g. "already a member").
+        return await self._run(actor, command, lambda: command.run(actor, args))
+
+    async def _run(self, actor: str, command: Command | None, call: Any) -> str:
+        try:
+            result: Result = await call()
+        except ServiceError as exc:
+            text = self._error(exc)
+            if command is not None and exc.condition == "bad-request":
+                text += f"\nUsage: {command.usage}"
+            return text
+        if isinstance(result, Confirmation):
+            self._put_pending(actor, result)
+            return f"{result.prompt}\nReply yes to confirm; anything else cancels."
+        return render(result)
+
+    def _error(self, exc: ServiceError) -> str:
+        text = f"Not done: {exc.text}."
+        if exc.condition == "registration-required":
+            join = self.commands.by_node.get("join")
+            if join is not None:
+                text += f"\nTo join: {join.usage}"
+        return text
+
+    async def _not_understood(self, actor: str, words: list[str]) -> str:
+        access = await self.services.queries.access(actor)
+        visible = self.commands.visible(access.capabilities)
+        typed = words[0][:40] if words else ""
+        close = self.commands.suggest(words, visible)
+        if not close:
+            return f"I don't know “{typed}”. Say help for what you can do."
+        lines = [f"I don't know “{typed}”. Did you mean:"]
+        lines += [f"{c.usage} — {c.help}" for c in close]
+        return "\n".join(lines)
+
+    def _take_pending(self, actor: str) -> Pending | None:
+        pending = self.pending.pop(actor, None)
+        if pending is None or pending.deadline < self.clock():
+            return None
+        return pending
+
+    def _put_pending(self, actor: str, confirmation: Confirmation) -> None:
+        now = self.clock()
+        for jid in [j for j, p in self.pending.items() if p.deadline < now]:
+            del self.pending[jid]
+        while len(self.pending) >= MAX_PENDING:
+            del self.pending[next(iter(self.pending))]
+        self.pending[actor] = Pending(confirmation, now + CONFIRM_TTL)

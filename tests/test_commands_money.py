@@ -1,0 +1,190 @@
+"""The money commands end to end: bots, balance, statement, withdrawals, policy, through
+the ad-hoc path and the chat path, with their effects and who may run them."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import OTHER_DOMAIN, Service
+from tests.support.clients import Client, expect_error
+from tests.support.commands import (
+    adhoc_run,
+    adhoc_start,
+    adhoc_submit,
+    command_nodes,
+    form_fields,
+    result_table,
+    result_values,
+    say,
+)
+from tests.support.network import Network, build_network
+from tests.test_commands import sessions
+
+
+async def _buyers(svc: Service, net: Network) -> tuple[Client, Client]:
+    """alice (referred by the merchant) and bob (referred by alice)."""
+    alice = await svc.client(svc.new_jid("alice"))
+    bob = await svc.client(svc.new_jid("bob"))
+    await alice.dist.register(svc.jid, net.merchant.bare)
+    await bob.dist.register(svc.jid, alice.bare)
+    return alice, bob
+
+
+def _order() -> str:
+    return f"order-{uuid.uuid4().hex[:10]}"
+
+
+async def test_bots_link_and_unlink(service: Service) -> None:
+    net = await build_network(service)
+    _alice, bob = await _buyers(service, net)
+    bot = await service.client(service.new_jid("till"))
+    answer = await say(net.merchant, service.jid, f"link bot {bot.bare}")
+    assert answer == f"{bot.bare} may now report payments for {net.merchant.bare}."
+    await bot.dist.pay(service.jid, _order(), bob.bare, 10000, "CNY", merchant=net.merchant.bare)
+    answer = await say(net.merchant, service.jid, f"unlink {bot.bare}")
+    assert answer == f"{bot.bare} no longer reports for {net.merchant.bare}."
+    await expect_error(
+        bot.dist.pay(service.jid, _order(), bob.bare, 10000, "CNY", merchant=net.merchant.bare),
+        "forbidden",
+    )
+    # Ad-hoc: the merchant's form, the admin naming the merchant.
+    step = await adhoc_start(net.merchant, service.jid, "link-bot")
+    assert form_fields(step) == {"jid": ("jid-single", True), "merchant": ("jid-single", False)}
+    await adhoc_submit(net.merchant, service.jid, step, {"jid": bot.bare})
+    admin = await service.admin()
+    done = await adhoc_run(
+        admin, service.jid, "unlink-bot", {"jid": bot.bare, "merchant": net.merchant.bare}
+    )
+    assert (
+        done["command"]["form"]["title"] == f"{bot.bare} no longer reports for {net.merchant.bare}."
+    )
+    # A user may not link bots; nothing is linked.
+    answer = await say(bob, service.jid, f"link bot {bot.bare}")
+    assert answer.startswith("Not done:")
+    await expect_error(
+        bot.dist.pay(service.jid, _order(), bob.bare, 10000, "CNY", merchant=net.merchant.bare),
+        "forbidden",
+    )
+    assert len(sessions(service)) == 0
+
+
+async def test_balance_statement_withdrawal(service: Service) -> None:
+    net = await build_network(service)
+    alice, bob = await _buyers(service, net)
+    admin = await service.admin()
+    # ¥1,000.00 paid by bob: alice (level 1) earns 30% of the 10% pool = ¥30.00.
+    await net.merchant.dist.pay(service.jid, _order(), bob.bare, 100000, "CNY")
+    answer = await say(alice, service.jid, "my balance")
+    assert answer == (
+        f"Balance of {alice.bare}\nAvailable: ¥0.00\nPending: ¥30.00\nReserved: ¥0.00"
+    )
+    assert (await say(bob, service.jid, "balance")).endswith("nothing earned yet.")
+    step = await adhoc_start(alice, service.jid, "balance")
+    assert form_fields(step) == {"jid": ("jid-single", False)}
+    values = result_values(await adhoc_submit(alice, service.jid, step, {}))
+    assert values == {"Available": "¥0.00", "Pending": "¥30.00", "Reserved": "¥0.00"}
+
+    statement = await say(alice, service.jid, "statement")
+    assert statement.startswith("Statement: 1 entries") and "¥30.00" in statement
+    labels, rows = result_table(await adhoc_run(alice, service.jid, "statement", {"max": "5"}))
+    assert labels == ["When (UTC)", "What", "Balance", "Amount", "Reference"]
+    assert [r["amount"] for r in rows] == ["¥30.00"]
+
+    # Nothing available before the hold period ends.
+    answer = await say(alice, service.jid, "withdraw 12.50 CNY")
+    assert answer.startswith("Not done:")
+    service.clock.advance(days=8)
+    await service.app.services.settlement.settle()
+    answer = await say(alice, service.jid, "withdraw 12.505 CNY")
+    assert answer.startswith("Not done: CNY has 2 decimals")
+    answer = await say(alice, service.jid, "withdraw 12.50 cny")
+    assert answer.startswith("Withdrawal #") and "of ¥12.50 asked" in answer
+    number = answer.split()[1].lstrip("#")
+
+    pending = await say(admin, service.jid, "withdrawals")
+    assert f"#{number} · {alice.bare} · ¥12.50 · pending" in pending
+    labels, rows = result_table(await adhoc_start(admin, service.jid, "withdrawals"))
+    assert any(r["id"] == f"#{number}" and r["status"] == "pending" for r in rows)
+    # Only admins decide.
+    assert (await say(alice, service.jid, f"approve {number}")).startswith("Not done:")
+    answer = await say(admin, service.jid, f"approve #{number}")
+    assert (
+        answer
+        == f"Withdrawal #{number} of ¥12.50 approved.\nMember: {alice.bare}\nStatus: approved"
+    )
+    answer = await say(alice, service.jid, "balance")
+    assert "Available: ¥17.50" in answer
+
+    # Ask by ad-hoc, reject by ad-hoc: the reservation is released.
+    step = await adhoc_start(alice, service.jid, "withdraw")
+    assert form_fields(step) == {
+        "amount": ("text-single", True),
+        "currency": ("text-single", False),
+    }
+    values = result_values(
+        await adhoc_submit(alice, service.jid, step, {"amount": "10", "currency": "CNY"})
+    )
+    assert values == {"Status": "pending"}
+    assert "Reserved: ¥10.00" in await say(alice, service.jid, "balance")
+    mine = await say(alice, service.jid, "withdrawals")
+    assert "¥10.00 · pending" in mine and "¥12.50 · approved" in mine
+    number = next(
+        r["id"]
+        for r in result_table(await adhoc_start(admin, service.jid, "withdrawals"))[1]
+        if r["jid"] == alice.bare
+    ).lstrip("#")
+    step = await adhoc_start(admin, service.jid, "reject-withdrawal")
+    assert form_fields(step) == {"id": ("text-single", True), "reason": ("text-single", False)}
+    values = result_values(
+        await adhoc_submit(admin, service.jid, step, {"id": number, "reason": "bank closed"})
+    )
+    assert values["Status"] == "rejected"
+    assert "Available: ¥17.50" in await say(alice, service.jid, "balance")
+    assert len(sessions(service)) == 0
+
+
+async def test_policy_show_and_set(service: Service) -> None:
+    net = await build_network(service)
+    alice, _bob = await _buyers(service, net)
+    answer = await say(alice, service.jid, "policy")
+    assert "Pool: 10%" in answer and "Referral level 1: 30%" in answer
+    assert "District agent: 15%" in answer
+    admin = await service.admin()
+    step = await adhoc_start(admin, service.jid, "set-policy")
+    assert set(form_fields(step)) == {"pool", "referral", "district", "city", "province", "reason"}
+    # The same shares again, so that other tests keep the default.
+    answer = await say(admin, service.jid, "set policy 1000 3000,2000 1500 1000 500 no change")
+    assert answer.startswith("Policy version ") and "Referral level 2: 20%" in answer
+    values = result_values(
+        await adhoc_submit(
+            admin,
+            service.jid,
+            step,
+            {
+                "pool": "1000",
+                "referral": "3000 2000",
+                "district": "1500",
+                "city": "1000",
+                "province": "500",
+            },
+        )
+    )
+    assert values["Pool"] == "10%"
+    assert (await say(alice, service.jid, "set policy 1 1 1 1 1")).startswith("Not done:")
+    answer = await say(admin, service.jid, "set policy 1000 9000,9000 1500 1000 500")
+    assert answer.startswith("Not done:")  # shares over 100% of the pool
+
+
+async def test_money_command_lists(service: Service) -> None:
+    net = await build_network(service)
+    alice, _bob = await _buyers(service, net)
+    admin = await service.admin()
+    foreign = await service.client(service.new_jid("far", OTHER_DOMAIN))
+    user_nodes = set(await command_nodes(alice, service.jid))
+    assert {"balance", "statement", "withdraw", "withdrawals", "policy"} <= user_nodes
+    assert not {"link-bot", "approve-withdrawal", "set-policy"} & user_nodes
+    merchant_nodes = set(await command_nodes(net.merchant, service.jid))
+    assert {"link-bot", "unlink-bot", "balance"} <= merchant_nodes
+    admin_nodes = set(await command_nodes(admin, service.jid))
+    assert {"approve-withdrawal", "reject-withdrawal", "set-policy", "link-bot"} <= admin_nodes
+    assert set(await command_nodes(foreign, service.jid)) == {"help"}
