@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from imserver.domain.chains import ancestors, repaired_upline
+from imserver.domain.chains import ancestors, moved_upline, repaired_upline
 from imserver.domain.policy import MAX_LEVELS
 from imserver.store.models import AgencyLink, Agent, Member, Upline
 from tests.conftest import Service
@@ -318,16 +318,22 @@ async def test_reassign_moves_the_downline_and_refuses_cycles(service: Service) 
     )
     await assert_chains_consistent(service)
 
+    before = await stored_uplines(service)
     answer = member_of(await admin.dist.reassign(service.jid, b.bare, e.bare, "moved shops"))
     assert answer["referrer"] == e.bare and answer["status"] == "active"
     assert answer["repaired"] == "3"  # b itself, c and d
     await assert_chains_consistent(service)
+    after = await stored_uplines(service)
+    b_id = await member_id(service, b.bare)
+    for m, line in before.items():
+        if m != b_id:
+            assert after.get(m, []) == moved_upline(line, b_id, after[b_id])
     assert [x[1] for x in chain_of(await b.dist.chain(service.jid))["upline"]] == [
         e.bare,
         other.bare,
     ]
     assert [x[1] for x in chain_of(await d.dist.chain(service.jid))["upline"]] == [c.bare, b.bare]
-    c_id, b_id = await member_id(service, c.bare), await member_id(service, b.bare)
+    c_id = await member_id(service, c.bare)
     e_id = await member_id(service, e.bare)
     d_id = await member_id(service, d.bare)
     assert (await stored_uplines(service))[d_id] == [c_id, b_id, e_id]

@@ -75,6 +75,19 @@ def repaired_upline(
     return [*upline[:k], *removed_upline][:MAX_LEVELS]
 
 
+def moved_upline(upline: Sequence[int], moved: int, moved_new_upline: Sequence[int]) -> list[int]:
+    """The upline of a member after its ancestor ``moved`` is put under another referrer,
+    ``moved_new_upline`` being the moved member's new upline.
+
+    Everything above the moved member is replaced by its new line; the reference the SQL
+    reassignment is tested against.
+    """
+    if moved not in upline:
+        return list(upline)
+    k = upline.index(moved)
+    return [*upline[: k + 1], *moved_new_upline][:MAX_LEVELS]
+
+
 def ancestors(parent_of: Mapping[int, int | None], member_id: int) -> list[int]:
     """The whole live ancestor line of a member, nearest first, from a parent map."""
     line: list[int] = []
