@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, ProsodyInstance
+from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
     from imserver.service.membership import Location
@@ -191,6 +192,21 @@ def cmd_ledger_settle(config: Config, _args: argparse.Namespace) -> int:
     return asyncio.run(_ledger(config, "settle"))
 
 
+def cmd_backup(config: Config, args: argparse.Namespace) -> int:
+    """A consistent online copy of the database (see README "Backup and restore")."""
+    from imserver.store.backup import BackupError, backup
+
+    try:
+        result = backup(config.database.url, args.dest)
+    except BackupError as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 4
+    print(
+        f"{result.backend} backup written to {result.dest} ({result.size} bytes, {result.detail})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
     parser.add_argument(
@@ -231,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_parser("settle", help="settle payments whose hold has ended").set_defaults(
         func=cmd_ledger_settle
     )
+    backup = sub.add_parser(
+        "backup", help="consistent online copy of the database (SQLite file or pg_dump)"
+    )
+    backup.add_argument("dest", help="the new backup file (never overwritten)")
+    backup.set_defaults(func=cmd_backup)
     sub.add_parser("run", help="run the component (existing XMPP server)").set_defaults(
         func=cmd_run
     )
@@ -258,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProsodyError as exc:
         print(f"prosody: {exc}", file=sys.stderr)
         return 3
+    except UnsafeEnvironment as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
