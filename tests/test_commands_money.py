@@ -188,3 +188,47 @@ async def test_money_command_lists(service: Service) -> None:
     admin_nodes = set(await command_nodes(admin, service.jid))
     assert {"approve-withdrawal", "reject-withdrawal", "set-policy", "link-bot"} <= admin_nodes
     assert set(await command_nodes(foreign, service.jid)) == {"help"}
+
+
+async def test_sales_of_a_day_and_volume(service: Service) -> None:
+    net = await build_network(service)
+    _alice, bob = await _buyers(service, net)
+    admin = await service.admin()
+    bot = await service.client(service.new_jid("till"))
+    await say(net.merchant, service.jid, f"link bot {bot.bare}")
+    first, second = _order(), _order()
+    await net.merchant.dist.pay(service.jid, first, bob.bare, 10000, "CNY")
+    await bot.dist.pay(service.jid, second, bob.bare, 2550, "CNY", merchant=net.merchant.bare)
+    await net.merchant.dist.refund(service.jid, f"r-{first}", first, 1000)
+    day = service.clock().date().isoformat()
+
+    answer = await say(net.merchant, service.jid, "sales")
+    lines = answer.splitlines()
+    assert lines[0] == (f"{net.merchant.bare} on {day}: 2 payments, 1 refunds; net ¥115.50"), answer
+    assert any(f"payment · {first} · {bob.bare} · ¥100.00" in line for line in lines)
+    assert any(f"refund of {first} · r-{first} · {bob.bare} · -¥10.00" in line for line in lines)
+    # The bot reads its merchant's day; another day is empty.
+    assert (await say(bot, service.jid, "payments")).splitlines()[0] == lines[0]
+    answer = await say(net.merchant, service.jid, "sales 2020-01-01")
+    assert answer.endswith("0 payments, 0 refunds\nno payments")
+    assert (await say(net.merchant, service.jid, "sales yesterday")).startswith(
+        "Not done: day must be a date"
+    )
+    # Admins name the merchant; users may not read sales.
+    step = await adhoc_start(admin, service.jid, "sales")
+    assert form_fields(step) == {"day": ("text-single", False), "merchant": ("jid-single", False)}
+    labels, rows = result_table(
+        await adhoc_submit(admin, service.jid, step, {"merchant": net.merchant.bare, "day": day})
+    )
+    assert labels == ["Time (UTC)", "What", "Reference", "Payer", "Amount"]
+    assert sorted(r["amount"] for r in rows) == ["-¥10.00", "¥100.00", "¥25.50"]
+    assert (await say(bob, service.jid, "sales")).startswith("Not done:")
+    answer = await say(net.merchant, service.jid, f"sales {day} {admin.bare}")
+    assert answer.startswith("Not done: only admins")
+
+    # Volume in the statistics and the region overview.
+    stats = await say(admin, service.jid, "stats")
+    assert "Payments CNY: " in stats and "Refunded CNY: " in stats
+    overview = await say(admin, service.jid, "region 440305")
+    assert "Volume CNY: " in overview and "payments, ¥" in overview
+    assert len(sessions(service)) == 0

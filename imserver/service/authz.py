@@ -45,6 +45,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "region.view": frozenset({ADMIN}),
     "region.members": frozenset({ADMIN, AGENT}),
     "stats": frozenset({ADMIN}),
+    "merchant.sales": frozenset({MERCHANT, BOT, ADMIN}),
     # Payments, ledger and withdrawals (imserver.service.payments and neighbours).
     "payment.send": frozenset({MERCHANT, BOT}),
     "bot.manage": frozenset({ADMIN, MERCHANT}),

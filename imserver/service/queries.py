@@ -8,7 +8,7 @@ same transaction as the read, like every other use case.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,8 +22,12 @@ from imserver.service.policies import current_policy
 from imserver.service.views import MemberView, member_view
 from imserver.store import members, regions, reports
 from imserver.store.records import AgencyView, MemberRecord, RegionRecord, UplineLink
+from imserver.store.reports import SaleRecord
 
 MAX_PAGE = 50
+MAX_SALES = 200  # payments (and as many refunds) in one day's listing
+# Per currency: (payments, amount paid, amount refunded), in minor units.
+Volume = dict[str, tuple[int, int, int]]
 MAX_CODE = 12
 
 
@@ -66,6 +70,7 @@ class RegionOverview:
     region: RegionLevel
     above: list[RegionLevel]  # parent first, up to the province
     below: list[RegionLevel]  # direct sub-regions, by code
+    volume: Volume = field(default_factory=dict)  # payments at the region's merchants
 
     @property
     def vacancies(self) -> int:
@@ -84,6 +89,17 @@ class MemberPage:
 
 
 @dataclass(frozen=True)
+class MerchantDay:
+    """A merchant's payments and refunds of one UTC day, oldest first."""
+
+    merchant: str
+    day: date
+    payments: list[SaleRecord]
+    refunds: list[SaleRecord]
+    truncated: bool  # more than MAX_SALES of either
+
+
+@dataclass(frozen=True)
 class Statistics:
     """Network-wide counts."""
 
@@ -91,6 +107,7 @@ class Statistics:
     agents: int
     bots: int
     policy_version: int
+    volume: Volume = field(default_factory=dict)
 
     @property
     def active(self) -> int:
@@ -186,7 +203,10 @@ class Queries:
                 )
 
             return RegionOverview(
-                level(line[0]), [level(r) for r in line[1:]], [level(r) for r in below]
+                level(line[0]),
+                [level(r) for r in line[1:]],
+                [level(r) for r in below],
+                await reports.payment_volume(conn, region.code),
             )
 
         return await self.ctx.db.transaction(use_case)
@@ -234,6 +254,45 @@ class Queries:
                 agents=await reports.agent_count(conn),
                 bots=await reports.bot_count(conn),
                 policy_version=policy.version,
+                volume=await reports.payment_volume(conn),
+            )
+
+        return await self.ctx.db.transaction(use_case)
+
+    async def merchant_sales(
+        self, sender: str, day: str | None, merchant: str | None = None
+    ) -> MerchantDay:
+        """A merchant's payments and refunds of a UTC day (default: today).
+
+        Merchants and their bots read their own; admins name any merchant.
+        """
+        try:
+            wanted = date.fromisoformat(day) if day else self.ctx.clock().astimezone(UTC).date()
+        except ValueError:
+            raise bad_request("day must be a date: YYYY-MM-DD") from None
+        merchant_jid = parse_jid(merchant, "merchant") if merchant else None
+        start = datetime.combine(wanted, time(), tzinfo=UTC)
+
+        async def use_case(conn: AsyncConnection) -> MerchantDay:
+            actor = await resolve_actor(conn, sender, self.ctx.config)
+            actor.require("merchant.sales")
+            found: MemberRecord | None
+            if merchant_jid is not None and actor.is_admin:
+                found = await members.get_by_jid(conn, merchant_jid)
+            elif merchant_jid is not None and merchant_jid != sender:
+                raise forbidden("only admins may read another merchant's sales")
+            elif actor.bot_of is not None and actor.member is None:
+                found = await members.get_by_id(conn, actor.bot_of)
+            else:
+                found = actor.member
+            if found is None or found.role != "merchant":
+                raise not_found(f"{merchant_jid or sender} is not a merchant")
+            payments, refunds = await reports.merchant_sales(
+                conn, found.id, start, start + timedelta(days=1), limit=MAX_SALES + 1
+            )
+            truncated = len(payments) > MAX_SALES or len(refunds) > MAX_SALES
+            return MerchantDay(
+                found.jid, wanted, payments[:MAX_SALES], refunds[:MAX_SALES], truncated
             )
 
         return await self.ctx.db.transaction(use_case)

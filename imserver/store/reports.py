@@ -7,12 +7,15 @@ overview costs the same whatever the size of the network.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from imserver.store.members import _MEMBER_COLS, _record
-from imserver.store.models import AgencyLink, Agent, Bot, Member, Region
+from imserver.store.models import AgencyLink, Agent, Bot, Member, Payment, Refund, Region
 from imserver.store.records import MemberRecord, RegionRecord
 
 _REGION_COLS = (Region.code, Region.name, Region.level, Region.parent_code, Region.successor_code)
@@ -98,3 +101,72 @@ async def agent_count(conn: AsyncConnection) -> int:
 async def bot_count(conn: AsyncConnection) -> int:
     """How many bot JIDs are linked to merchants."""
     return int((await conn.execute(select(func.count()).select_from(Bot))).scalar() or 0)
+
+
+@dataclass(frozen=True)
+class SaleRecord:
+    """A payment, or a refund (``payment_ref`` set), of a merchant."""
+
+    at: datetime
+    ref: str
+    amount: int  # positive; a refund's amount is what it gave back
+    currency: str
+    payer: str | None
+    payment_ref: str | None = None
+
+
+async def merchant_sales(
+    conn: AsyncConnection, merchant_id: int, start: datetime, end: datetime, *, limit: int
+) -> tuple[list[SaleRecord], list[SaleRecord]]:
+    """A merchant's payments and refunds in [start, end), oldest first, ``limit`` each."""
+    payer = aliased(Member)
+    pay_stmt = (
+        select(Payment.created_at, Payment.ref, Payment.amount, Payment.currency, payer.jid)
+        .join(payer, payer.id == Payment.payer_id)
+        .where(
+            Payment.merchant_id == merchant_id,
+            Payment.created_at >= start,
+            Payment.created_at < end,
+        )
+        .order_by(Payment.created_at, Payment.id)
+        .limit(limit)
+    )
+    refund_stmt = (
+        select(
+            Refund.created_at,
+            Refund.ref,
+            Refund.amount,
+            Payment.currency,
+            payer.jid,
+            Payment.ref,
+        )
+        .join(Payment, Payment.id == Refund.payment_id)
+        .join(payer, payer.id == Payment.payer_id)
+        .where(
+            Refund.merchant_id == merchant_id,
+            Refund.created_at >= start,
+            Refund.created_at < end,
+        )
+        .order_by(Refund.created_at, Refund.id)
+        .limit(limit)
+    )
+    payments = [SaleRecord(*row) for row in await conn.execute(pay_stmt)]
+    refunds = [SaleRecord(*row) for row in await conn.execute(refund_stmt)]
+    return payments, refunds
+
+
+async def payment_volume(
+    conn: AsyncConnection, region_code: str | None = None
+) -> dict[str, tuple[int, int, int]]:
+    """Per currency: (payments, amount paid, amount refunded), network-wide or for the
+    merchants inside one region."""
+    stmt = select(
+        Payment.currency, func.count(), func.sum(Payment.amount), func.sum(Payment.refunded)
+    ).group_by(Payment.currency)
+    if region_code is not None:
+        inside = select(AgencyLink.member_id).where(AgencyLink.region_code == region_code)
+        stmt = stmt.where(Payment.merchant_id.in_(inside))
+    return {
+        currency: (int(n), int(paid or 0), int(refunded or 0))
+        for currency, n, paid, refunded in await conn.execute(stmt)
+    }

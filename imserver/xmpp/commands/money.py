@@ -318,3 +318,64 @@ class UnlinkBot(_BotLink):
     keywords = ("unlink", "unlink bot")
     help = "Stop a bot JID from reporting for your shop."
     action = "unlink"
+
+
+class Sales(Command):
+    name = "Payments of a day"
+    node = "sales"
+    keywords = ("sales", "payments")
+    help = "Your shop's payments and refunds of a day (UTC; default today)."
+    capabilities = frozenset({"merchant.sales"})
+    fields = (
+        Field("day", "Day (YYYY-MM-DD)", required=False, desc="empty: today"),
+        Field("merchant", "Merchant's JID", "jid", required=False, desc="admins: whose"),
+    )
+
+    async def run(self, actor: str, args: Args) -> Result:
+        day = await self.services.queries.merchant_sales(
+            actor, optional(args, "day"), optional(args, "merchant")
+        )
+        rows: list[dict[str, Cell]] = [
+            {
+                "at": s.at.strftime("%H:%M"),
+                "kind": "payment",
+                "ref": s.ref,
+                "payer": s.payer,
+                "amount": Money(s.amount, s.currency),
+            }
+            for s in day.payments
+        ]
+        rows += [
+            {
+                "at": s.at.strftime("%H:%M"),
+                "kind": f"refund of {s.payment_ref}",
+                "ref": s.ref,
+                "payer": s.payer,
+                "amount": Money(-s.amount, s.currency),
+            }
+            for s in day.refunds
+        ]
+        rows.sort(key=lambda r: str(r["at"]))
+        totals: dict[str, int] = {}
+        for s in day.payments:
+            totals[s.currency] = totals.get(s.currency, 0) + s.amount
+        for s in day.refunds:
+            totals[s.currency] = totals.get(s.currency, 0) - s.amount
+        net = ", ".join(str(Money(v, c)) for c, v in sorted(totals.items()))
+        title = (
+            f"{day.merchant} on {day.day.isoformat()}: {len(day.payments)} payments, "
+            f"{len(day.refunds)} refunds" + (f"; net {net}" if net else "")
+        )
+        return Table(
+            title,
+            [
+                Column("at", "Time (UTC)"),
+                Column("kind", "What"),
+                Column("ref", "Reference"),
+                Column("payer", "Payer"),
+                Column("amount", "Amount"),
+            ],
+            rows,
+            footer="(first 200 of each only)" if day.truncated else "",
+            empty="no payments",
+        )

@@ -3,7 +3,7 @@ statistics."""
 
 from __future__ import annotations
 
-from imserver.service.queries import RegionLevel
+from imserver.service.queries import RegionLevel, Volume
 from imserver.service.views import ChainView
 from imserver.xmpp.commands.base import (
     Args,
@@ -11,6 +11,7 @@ from imserver.xmpp.commands.base import (
     Column,
     Command,
     Field,
+    Money,
     Result,
     Table,
     Text,
@@ -37,6 +38,14 @@ class FindMember(Command):
         if found.agent_of:
             details.append(("Agent of", ", ".join(found.agent_of)))
         return Text(f"Member {found.member.rule_number}", details)
+
+
+def volume_lines(volume: Volume) -> list[str]:
+    """``CNY: 3 payments, ¥1,000.00 (¥100.00 refunded)`` per currency."""
+    return [
+        f"{c}: {n} payments, {Money(paid, c)}" + (f" ({Money(back, c)} refunded)" if back else "")
+        for c, (n, paid, back) in sorted(volume.items())
+    ]
 
 
 def _level_row(r: RegionLevel, where: str) -> dict[str, Cell]:
@@ -75,7 +84,8 @@ class RegionOverviewCommand(Command):
                 Column("members", "Members"),
             ],
             rows,
-            footer=f"{view.vacancies} vacant agent levels",
+            footer=f"{view.vacancies} vacant agent levels"
+            + "".join(f"\nVolume {line}" for line in volume_lines(view.volume)),
         )
 
 
@@ -124,6 +134,9 @@ class Statistics(Command):
         details: list[tuple[str, Cell]] = [("Active members", stats.active)]
         for (role, status), n in sorted(stats.members.items()):
             details.append((f"{role.capitalize()}s {status}", n))
+        for currency, (n, paid, refunded) in sorted(stats.volume.items()):
+            details.append((f"Payments {currency}", f"{n}, {Money(paid, currency)}"))
+            details.append((f"Refunded {currency}", Money(refunded, currency)))
         details += [
             ("Regions with an agent", stats.agents),
             ("Bot JIDs", stats.bots),
