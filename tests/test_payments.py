@@ -542,3 +542,30 @@ async def test_balance_rules(service: Service) -> None:
 
 def _attrs(el: Any) -> dict[str, str]:
     return dict(el.xml.attrib)
+
+
+async def test_ledger_check_command(service: Service) -> None:
+    """`imserver ledger check` on the live database: exit status 0 and the sums."""
+    import os
+    import sys
+
+    c = await full_chain(service)
+    await c.bot.dist.pay(service.jid, "cli-1", c.carol.bare, 10000, "CNY")
+    # Only the database comes from the environment (test switches are not config).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMSERVER_")}
+    env["IMSERVER_DATABASE__URL"] = service.config.database.url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "imserver.cli",
+        "--config",
+        "/nonexistent.toml",
+        "ledger",
+        "check",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (out, err)
+    assert b"ledger OK" in out and b"CNY 0" in out

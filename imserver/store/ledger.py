@@ -270,7 +270,8 @@ async def check(conn: AsyncConnection) -> LedgerReport:
     """Prove the ledger's invariants, or list what breaks them.
 
     Every currency sums to zero (over balances and over entries), every movement sums to
-    zero, every entry is in its movement's currency, every balance equals its entries.
+    zero, every entry is in its movement's currency, every balance equals its entries, and
+    every member's reserved balance equals its pending withdrawals.
     """
     problems: list[str] = []
     sums = {
@@ -328,6 +329,30 @@ async def check(conn: AsyncConnection) -> LedgerReport:
             f"account {acc_id} ({owner} {bucket} {currency}): balance {balance} "
             "differs from the sum of its entries"
         )
+    # What is reserved is exactly what pending withdrawals asked for.
+    reserved = {
+        (int(m), c): int(b)
+        for m, c, b in await conn.execute(
+            select(Account.member_id, Account.currency, Account.balance).where(
+                Account.bucket == RESERVED, Account.member_id.is_not(None)
+            )
+        )
+        if m is not None
+    }
+    asked = {
+        (int(m), c): int(t)
+        for m, c, t in await conn.execute(
+            select(Withdrawal.member_id, Withdrawal.currency, func.sum(Withdrawal.amount))
+            .where(Withdrawal.status == "pending")
+            .group_by(Withdrawal.member_id, Withdrawal.currency)
+        )
+    }
+    for key in sorted(set(reserved) | set(asked)):
+        if reserved.get(key, 0) != asked.get(key, 0):
+            problems.append(
+                f"member {key[0]} {key[1]}: reserved {reserved.get(key, 0)} but pending "
+                f"withdrawals ask for {asked.get(key, 0)}"
+            )
     counts = [
         int((await conn.execute(select(func.count()).select_from(t))).scalar_one())
         for t in (Account, LedgerTxn, LedgerEntry)
