@@ -119,6 +119,21 @@ class Component(HardenedStream, ComponentXMPP):
             CoroutineCallback(f"{payload} {itype}", StanzaPath(f"iq@type={itype}/{payload}"), run)
         )
 
+    async def admit(self, iq: Any) -> None:
+        """Rate-limit an IQ request that does not come through ``route`` (ad-hoc commands).
+
+        Raises the stanza error: ``resource-constraint`` (type wait) over the limit,
+        ``bad-request`` for a sender JID that does not parse.
+        """
+        try:
+            sender = normalize_jid(iq["from"].bare)
+        except InvalidJid:
+            raise XMPPError("bad-request", text="the sender's JID does not parse") from None
+        try:
+            await self.limiter.require(sender)
+        except ServiceError as exc:
+            raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
+
     async def admit_message(self, msg: Any, sender: str) -> bool:
         """Rate-limit a chat message: False when the sender is over its limit.
 

@@ -217,6 +217,7 @@ class AdHoc:
         )
 
     async def _guarded(self, iq: Any) -> None:
+        await self.component.admit(iq)  # the per-sender rate limit of every request
         sessionid = iq["command"]["sessionid"]
         session = self.store.get(sessionid) if sessionid else None
         if session is not None and session["from"] != iq["from"]:
