@@ -1,0 +1,258 @@
+"""Who may do what: every request against every kind of sender, through Prosody.
+
+Each cell of ``MATRIX`` gets a *fresh* sender of its kind (so no cell depends on
+another), takes a snapshot of every table, sends the request, and checks both the
+answer (``OK`` or the stanza-error condition) and the database: a cell changes the
+database if and only if its row is a write and its answer is ``OK``.
+
+To add a request (payment, refund, terminate, …): write an ``async def`` that sends it
+from ``cell.sender`` (it may create its own targets in ``World``) and add a ``Row`` with
+the expected outcome for each of the eight ``KINDS``. The world runs on a component of
+its own (private Prosody, its own admins), on both databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slixmpp.exceptions import IqError
+from sqlalchemy import insert, select
+
+from imserver.store.models import Bot, Member
+from tests.conftest import (
+    BACKENDS,
+    DOMAIN,
+    OTHER_DOMAIN,
+    Service,
+    _drop_pg_database,
+    _fresh_pg_database,
+)
+from tests.support.clients import Client
+from tests.support.dbsnap import diff, snapshot
+from tests.support.network import add_merchant, assign_agent
+from tests.support.private import private_config, private_prosody, start_service, stop_service
+
+COMPONENT = "distauthz.localhost"
+OK = "ok"
+
+# The kinds of sender (columns of the matrix).
+NONMEMBER = "nonmember"
+USER = "user"
+MERCHANT = "merchant"
+BOT = "bot"  # a bot JID of the world's merchant (bots table)
+OTHER_BOT = "other-bot"  # a bot JID of another merchant
+AGENT = "agent"  # the agent of 440305, the region of the world's members
+ADMIN = "admin"  # a configured admin that is not a member
+FOREIGN = "foreign"  # a JID of OTHER_DOMAIN (not a member domain)
+KINDS = (NONMEMBER, USER, MERCHANT, BOT, OTHER_BOT, AGENT, ADMIN, FOREIGN)
+ADMINS = [f"admin{i}@{DOMAIN}" for i in range(60)]
+
+
+@dataclass
+class World:
+    """A merchant with a user in 440305, another merchant, and helpers for fresh senders."""
+
+    svc: Service
+    setup_admin: Client
+    merchant: Client
+    other_merchant: Client
+    target_user: Client
+    _admins: Iterator[str] = field(default_factory=lambda: iter(ADMINS[1:]))
+
+    async def add_bot(self, merchant: Client) -> Client:
+        bot = await self.svc.client(self.svc.new_jid("bot"))
+
+        async def link(conn: Any) -> None:
+            merchant_id = (
+                await conn.execute(select(Member.id).where(Member.jid == merchant.bare))
+            ).scalar_one()
+            await conn.execute(
+                insert(Bot).values(jid=bot.bare, merchant_id=merchant_id, created_at=_now())
+            )
+
+        await self.svc.app.db.transaction(link)
+        return bot
+
+    async def sender(self, kind: str) -> Client:
+        """A fresh sender of ``kind``."""
+        svc = self.svc
+        if kind == NONMEMBER:
+            return await svc.client()
+        if kind == USER:
+            user = await svc.client()
+            await user.dist.register(svc.jid, self.merchant.bare)
+            return user
+        if kind == MERCHANT:
+            shop = await svc.client(svc.new_jid("shop"))
+            await add_merchant(self.setup_admin, svc.jid, shop.bare)
+            return shop
+        if kind == BOT:
+            return await self.add_bot(self.merchant)
+        if kind == OTHER_BOT:
+            return await self.add_bot(self.other_merchant)
+        if kind == AGENT:
+            agent = await svc.client(svc.new_jid("agent"))
+            await assign_agent(self.setup_admin, svc.jid, agent.bare, "440305")
+            return agent
+        if kind == ADMIN:
+            return await svc.client(next(self._admins))
+        if kind == FOREIGN:
+            return await svc.client(svc.new_jid("far", OTHER_DOMAIN))
+        raise AssertionError(kind)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Cell:
+    world: World
+    sender: Client
+
+    @property
+    def svc(self) -> Service:
+        return self.world.svc
+
+
+Request = Callable[[Cell], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One request: whether it writes, and the expected outcome per kind of sender."""
+
+    name: str
+    send: Request
+    writes: bool
+    expect: dict[str, str]
+
+    def __post_init__(self) -> None:
+        assert set(self.expect) == set(KINDS), f"{self.name}: give every kind of sender"
+
+
+# -- the requests -----------------------------------------------------------------------
+
+
+async def register(cell: Cell) -> Any:
+    return await cell.sender.dist.register(cell.svc.jid, cell.world.merchant.bare)
+
+
+async def chain_own(cell: Cell) -> Any:
+    return await cell.sender.dist.chain(cell.svc.jid)
+
+
+async def chain_other(cell: Cell) -> Any:
+    return await cell.sender.dist.chain(cell.svc.jid, cell.world.target_user.bare)
+
+
+async def create_merchant(cell: Cell) -> Any:
+    return await add_merchant(cell.sender, cell.svc.jid, cell.svc.new_jid("newshop"))
+
+
+async def assign_agent_elsewhere(cell: Cell) -> Any:
+    # 110101 (Beijing): no member of this world lives there.
+    return await assign_agent(cell.sender, cell.svc.jid, cell.svc.new_jid("ag"), "110101")
+
+
+R = "registration-required"
+F = "forbidden"
+C = "conflict"
+N = "item-not-found"
+
+# fmt: off
+MATRIX = [
+    #                              nonmember user  merchant bot other-bot agent admin foreign
+    Row("register", register, True,
+        dict(zip(KINDS, (OK,       C,    C,       F,  F,        C,    OK,   F), strict=True))),
+    Row("chain (own)", chain_own, False,
+        dict(zip(KINDS, (R,        OK,   OK,      R,  R,        OK,   N,    F), strict=True))),
+    Row("chain (another member)", chain_other, False,
+        dict(zip(KINDS, (F,        F,    F,       F,  F,        OK,   OK,   F), strict=True))),
+    Row("merchant (create)", create_merchant, True,
+        dict(zip(KINDS, (F,        F,    F,       F,  F,        F,    OK,   F), strict=True))),
+    Row("agent (assign)", assign_agent_elsewhere, True,
+        dict(zip(KINDS, (F,        F,    F,       F,  F,        F,    OK,   F), strict=True))),
+]
+# fmt: on
+
+
+# -- the world ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    backend: str = request.param
+    pg_name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('authz') / 'db.sqlite3'}"
+    else:
+        pg_name, url = await _fresh_pg_database()
+    data = tmp_path_factory.mktemp(f"authz-prosody-{backend}")
+    async with private_prosody(Path(data), COMPONENT) as prosody:
+        config = private_config(
+            prosody,
+            COMPONENT,
+            url,
+            {
+                "IMSERVER_ADMINS": "[" + ",".join(f'"{a}"' for a in ADMINS) + "]",
+                "IMSERVER_LIMITS__RATE": "1000",
+                "IMSERVER_LIMITS__BURST": "1000",
+            },
+        )
+        svc = await start_service(prosody, config, backend=backend)
+        try:
+            setup_admin = await svc.client(ADMINS[0])
+            merchant = await svc.client(svc.new_jid("shop"))
+            other = await svc.client(svc.new_jid("othershop"))
+            await add_merchant(setup_admin, svc.jid, merchant.bare)
+            await add_merchant(setup_admin, svc.jid, other.bare, region="110101")
+            target = await svc.client(svc.new_jid("target"))
+            await target.dist.register(svc.jid, merchant.bare)
+            yield World(svc, setup_admin, merchant, other, target)
+        finally:
+            await stop_service(svc)
+            if pg_name:
+                await _drop_pg_database(pg_name)
+
+
+async def _outcome(coro: Awaitable[Any]) -> str:
+    try:
+        await coro
+    except IqError as exc:
+        assert exc.iq["error"]["text"], "every refusal carries a human text"
+        return str(exc.iq["error"]["condition"])
+    return OK
+
+
+@pytest.mark.parametrize("row", MATRIX, ids=[r.name for r in MATRIX])
+async def test_authorization_matrix(world: World, row: Row) -> None:
+    failures = []
+    for kind in KINDS:
+        sender = await world.sender(kind)
+        # Nothing else writes in this world between the two snapshots.
+        await asyncio.sleep(0)
+        before = await snapshot(world.svc.app.db)
+        got = await _outcome(row.send(Cell(world, sender)))
+        changed = diff(before, await snapshot(world.svc.app.db))
+        should_change = row.writes and got == OK
+        if got != row.expect[kind]:
+            failures.append(f"{kind}: expected {row.expect[kind]}, got {got}")
+        if bool(changed) != should_change:
+            failures.append(f"{kind}: answer {got} but changed {changed or 'nothing'}")
+    assert not failures, f"{row.name}:\n  " + "\n  ".join(failures)
+
+
+def test_matrix_covers_every_kind() -> None:
+    assert all(set(row.expect) == set(KINDS) for row in MATRIX)
+    assert len({r.name for r in MATRIX}) == len(MATRIX)
+    assert list(itertools.chain.from_iterable(r.expect.values() for r in MATRIX))
