@@ -30,6 +30,7 @@ from sqlalchemy import (
     Column,
     Table,
     and_,
+    any_,
     case,
     delete,
     exists,
@@ -164,7 +165,14 @@ async def _delete_levels_beyond(conn: AsyncConnection, pivot: int) -> None:
     )
     at_pivot = aliased(Upline)
     members_through = select(at_pivot.member_id).where(at_pivot.ancestor_id == pivot)
-    await conn.execute(delete(Upline).where(Upline.member_id.in_(members_through), through))
+    if conn.dialect.name == "postgresql":
+        # = ANY(ARRAY(subquery)): the ids are computed first, then probed through the
+        # primary key. Written as a join, PostgreSQL prefers a scan of the whole table as
+        # soon as a few thousand chains change (measured in bench/bench_repair.py).
+        selected = Upline.member_id == any_(func.array(members_through.scalar_subquery()))
+    else:
+        selected = Upline.member_id.in_(members_through)
+    await conn.execute(delete(Upline).where(selected, through))
 
 
 async def _graft(conn: AsyncConnection, pivot: int, source: int, shift: int) -> None:
