@@ -12,6 +12,7 @@ from imserver.service.money_views import Notice
 from imserver.store import outbox
 
 BATCH = 500
+MAX_PER_MESSAGE = 50  # earnings listed in one coalesced message
 
 
 class Outbox:
@@ -33,11 +34,13 @@ class Outbox:
             for row in rows:
                 grouped.setdefault(row.recipient, []).append(row)
             notices = []
-            for recipient, group in grouped.items():
-                earnings = [{k: str(v) for k, v in r.payload.items()} for r in group]
-                notices.append(
-                    Notice([r.id for r in group], recipient, notification_body(earnings), earnings)
-                )
+            for recipient, rows_of in grouped.items():
+                # Keep each message well under the XMPP servers' stanza size limits.
+                for i in range(0, len(rows_of), MAX_PER_MESSAGE):
+                    group = rows_of[i : i + MAX_PER_MESSAGE]
+                    earnings = [{k: str(v) for k, v in r.payload.items()} for r in group]
+                    body = notification_body(earnings)
+                    notices.append(Notice([r.id for r in group], recipient, body, earnings))
             return notices
 
         return await self.ctx.db.transaction(use_case)
