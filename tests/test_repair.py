@@ -11,10 +11,12 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from imserver.domain.chains import ancestors, moved_upline, repaired_upline
 from imserver.domain.policy import MAX_LEVELS
+from imserver.store import repair as store_repair
 from imserver.store.models import AgencyLink, Agent, Member, Upline
 from tests.conftest import Service
 from tests.support.clients import Client, expect_error
@@ -423,3 +425,90 @@ async def test_terminate_races_registrations_under_its_line(service: Service) ->
     # Only registrations under x itself may be refused (x was terminated first).
     assert len(refused) <= len(newcomers) // 10
     await assert_chains_consistent(service)
+
+
+async def test_parent_and_child_terminated_at_once_with_registrations(service: Service) -> None:
+    net = await build_network(service)
+    admin = await service.admin()
+    a, b, c = await chain_down(service, net.merchant.bare, 3)
+    membership = service.app.services.membership
+    under_c = [service.new_jid("kid") for _ in range(10)]
+    for jid in under_c:
+        await membership.register(jid, c.bare)
+    newcomers = [service.new_jid("new") for _ in range(30)]
+    # b and c (its direct referral) go at once while people join below c: the two
+    # repairs touch the same chains; whichever commits second sees the first one's rows.
+    results = await asyncio.gather(
+        admin.dist.terminate(service.jid, b.bare, timeout=60),
+        admin.dist.terminate(service.jid, c.bare, timeout=60),
+        *(membership.register(jid, under_c[i % 10]) for i, jid in enumerate(newcomers)),
+        return_exceptions=True,
+    )
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    await assert_chains_consistent(service)
+    kid = chain_of(await admin.dist.chain(service.jid, under_c[0]))
+    assert [link[1] for link in kid["upline"]] == [a.bare, net.merchant.bare]
+
+
+class Gate:
+    """Wraps ``store.repair.lock_line``: the call for one member holds its locks until
+    released, so a test can order a registration and a repair deterministically."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, member: int) -> None:
+        self.member = member
+        self.locked = asyncio.Event()
+        self.release = asyncio.Event()
+        original = store_repair.lock_line
+
+        async def gated(conn: Any, member_id: int, **kw: Any) -> Any:
+            result = await original(conn, member_id, **kw)
+            if member_id == self.member and not self.locked.is_set():
+                self.locked.set()
+                await self.release.wait()
+            return result
+
+        monkeypatch.setattr(store_repair, "lock_line", gated)
+
+
+async def test_a_registration_holding_the_line_makes_the_repair_wait(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = await build_network(service)
+    admin = await service.admin()
+    x, kid = await chain_down(service, net.merchant.bare, 2)
+    gate = Gate(monkeypatch, await member_id(service, kid.bare))
+    newcomer = service.new_jid("new")
+    joining = asyncio.create_task(service.app.services.membership.register(newcomer, kid.bare))
+    await asyncio.wait_for(gate.locked.wait(), 10)
+    ending = asyncio.create_task(admin.dist.terminate(service.jid, x.bare, timeout=30))
+    await asyncio.sleep(0.5)
+    assert not ending.done(), "the repair must wait for the registration under its line"
+    gate.release.set()
+    await joining
+    answer = member_of(await ending)
+    assert answer["repaired"] == "2"  # kid and the newcomer, committed before the repair
+    await assert_chains_consistent(service)
+    got = chain_of(await admin.dist.chain(service.jid, newcomer))
+    assert [link[1] for link in got["upline"]] == [kid.bare, net.merchant.bare]
+
+
+async def test_a_repair_holding_the_line_makes_the_registration_retry(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = await build_network(service)
+    admin = await service.admin()
+    x, kid = await chain_down(service, net.merchant.bare, 2)
+    gate = Gate(monkeypatch, await member_id(service, x.bare))
+    ending = asyncio.create_task(admin.dist.terminate(service.jid, x.bare, timeout=30))
+    await asyncio.wait_for(gate.locked.wait(), 10)
+    newcomer = service.new_jid("new")
+    joining = asyncio.create_task(service.app.services.membership.register(newcomer, kid.bare))
+    await asyncio.sleep(0.5)
+    assert not joining.done(), "the registration must wait for the repair of its line"
+    gate.release.set()
+    member_of(await ending)
+    view = await joining
+    assert view.referrer == kid.bare
+    await assert_chains_consistent(service)
+    got = chain_of(await admin.dist.chain(service.jid, newcomer))
+    assert [link[1] for link in got["upline"]] == [kid.bare, net.merchant.bare]
