@@ -55,6 +55,7 @@ JID_COLUMNS: tuple[tuple[str, str], ...] = (
     ("bots", "jid"),
     ("audit_log", "actor"),
     ("audit_log", "target"),
+    ("policies", "created_by"),
     ("withdrawals", "decided_by"),
     ("outbox", "recipient"),
 )
@@ -346,7 +347,9 @@ async def erase(
             table = _table(table_name)
             col = _column(table, column_name) if table is not None else None
             if table is not None and col is not None:
-                # A scan of these (admin-rate, append-only) tables, once per deletion.
+                # A scan of these tables once per deletion (a JID inside JSON has no
+                # index): the audit log grows at admin rate, the outbox with earnings.
+                # Erasure is rare; the repair itself never scans.
                 await conn.execute(
                     update(table)
                     .where(col.like(pattern, escape="\\"))
