@@ -512,3 +512,38 @@ async def test_a_repair_holding_the_line_makes_the_registration_retry(
     await assert_chains_consistent(service)
     got = chain_of(await admin.dist.chain(service.jid, newcomer))
     assert [link[1] for link in got["upline"]] == [kid.bare, net.merchant.bare]
+
+
+async def test_the_first_agent_of_a_region_waits_for_registrations_in_it(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imserver.store import members as store_members
+
+    admin = await service.admin()
+    shop = await service.client(service.new_jid("shop"))
+    # 650102 (天山区, Urumqi): no agent at any level in this session's other tests.
+    await add_merchant(admin, service.jid, shop.bare, region="650102", name="Bazaar")
+    locked, release = asyncio.Event(), asyncio.Event()
+    original = store_members.agents_of
+
+    async def gated(conn: Any, codes: Any, **kw: Any) -> Any:
+        found = await original(conn, codes, **kw)
+        if "650102" in codes and not locked.is_set():
+            locked.set()
+            await release.wait()
+        return found
+
+    monkeypatch.setattr(store_members, "agents_of", gated)
+    newcomer = service.new_jid("new")
+    joining = asyncio.create_task(service.app.services.membership.register(newcomer, shop.bare))
+    await asyncio.wait_for(locked.wait(), 10)  # it has read "no agent" for the region
+    agent = service.new_jid("agent")
+    assigning = asyncio.create_task(assign_agent(admin, service.jid, agent, "650102"))
+    await asyncio.sleep(0.5)
+    assert not assigning.done(), "the assignment must wait for the registration"
+    release.set()
+    await joining
+    await assigning
+    await assert_chains_consistent(service)
+    got = chain_of(await admin.dist.chain(service.jid, newcomer))
+    assert got["agents"][0] == ("district", "650102", agent)

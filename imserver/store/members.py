@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from imserver.store.dialect import for_update, upsert
-from imserver.store.models import AgencyLink, Agent, Member, RuleCounter, Upline
+from imserver.store.models import AgencyLink, Agent, Member, Region, RuleCounter, Upline
 from imserver.store.records import AgencyView, MemberRecord, UplineLink
 
 _MEMBER_COLS = (
@@ -169,6 +169,16 @@ async def agents_of(
     ``shared`` locks the agents rows FOR SHARE: a registration storing them in a new chain
     keeps a concurrent termination of the agent from vacating the region behind its back.
     """
+    if shared and conn.dialect.name == "postgresql":
+        # KEY SHARE on the regions themselves (what the foreign keys of the new rows take
+        # anyway): an agent assignment locks its region FOR UPDATE, so either it waits for
+        # us or we wait for it and then read its agent, even where no agents row existed.
+        await conn.execute(
+            select(Region.code)
+            .where(Region.code.in_(region_codes))
+            .order_by(Region.code)
+            .with_for_update(read=True, key_share=True)
+        )
     stmt = select(Agent.region_code, Agent.member_id).where(Agent.region_code.in_(region_codes))
     if shared:
         stmt = for_update(conn, stmt.order_by(Agent.region_code), shared=True)
@@ -179,6 +189,9 @@ async def set_agent(
     conn: AsyncConnection, region_code: str, member_id: int, now: datetime
 ) -> int | None:
     """Make ``member_id`` the region's agent; return the agent it replaced, if any."""
+    # The region row first: registrations in the region hold KEY SHARE on it while they
+    # store its agent (see agents_of), so the chains updated after this see them all.
+    await conn.execute(for_update(conn, select(Region.code).where(Region.code == region_code)))
     prev = (
         await conn.execute(
             for_update(conn, select(Agent.member_id).where(Agent.region_code == region_code))
