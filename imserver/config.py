@@ -193,7 +193,8 @@ def _parse_env_value(raw: str) -> Any:
 def _overlay_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX):
+        # IMSERVER_TEST_* belong to the test suite (IMSERVER_TEST_BACKENDS, …), not to us.
+        if not key.startswith(ENV_PREFIX) or key.startswith(f"{ENV_PREFIX}TEST_"):
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         node = merged

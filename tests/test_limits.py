@@ -218,3 +218,12 @@ def test_cli_refuses_to_start_with_the_default_secret_off_loopback(
     monkeypatch.delenv("IMSERVER_XMPP__SECRET", raising=False)
     assert cli.main(["--config", str(tmp_path / "none.toml"), "run"]) == 2
     assert "xmpp.secret" in capsys.readouterr().err
+
+
+def test_test_suite_variables_are_not_config() -> None:
+    # IMSERVER_TEST_BACKENDS / IMSERVER_TEST_PG configure the tests, not the service: a CLI
+    # run inside the test process must not fail on them as unknown fields.
+    env = {"IMSERVER_TEST_BACKENDS": "sqlite", "IMSERVER_TEST_PG": "postgresql://x@y/z"}
+    assert load_config(None, env=env).limits.rate > 0
+    with pytest.raises(ConfigError, match="tset_backends"):
+        load_config(None, env={"IMSERVER_TSET_BACKENDS": "sqlite"})  # typos still fail
