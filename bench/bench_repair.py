@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
-from sqlalchemy import bindparam, event, insert, select, text, update
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.engine import make_url
 
 from imserver.config import load_config
@@ -190,11 +190,14 @@ async def one_size(size: int, children: int, pg: str | None, workdir: Path) -> d
         t0 = time.perf_counter()
         ids = await populate(db, parent, uuid.uuid4().hex[:6])
         build_s = time.perf_counter() - t0
-        if not db.is_sqlite:
-            # Planner statistics, as autovacuum would gather them after such a load.
-            async with db.engine.connect() as conn:
-                await conn.execute(text("COMMIT"))
-                await conn.execute(text("ANALYZE"))
+        if pg and pg_name:
+            # Statistics and the visibility map, as autovacuum would make them after such a
+            # load; done now so that autovacuum does not run during the measurements.
+            raw = await asyncpg.connect(make_url(pg).set(database=pg_name).render_as_string(False))
+            try:
+                await raw.execute("VACUUM ANALYZE")
+            finally:
+                await raw.close()
         if db.is_sqlite:
             # Fold the bulk load's WAL into the database first: otherwise the first commit
             # measured would pay for checkpointing the whole network.
