@@ -1,0 +1,421 @@
+"""Faults (issue 6): the component SIGKILLed mid-load, Prosody restarted mid-load.
+
+The component is a real child process (``imserver run``, config from the environment)
+on a private Prosody and its own database, on each backend. Two merchant bots report
+payments and resend an unanswered payment *with the same id* until it is answered (a
+timeout, or Prosody's ``service-unavailable`` while the component is down, means
+"resend"). Six members earn on every payment and count the ``<earning/>`` payloads they
+receive.
+
+What is asserted afterwards, in both runs:
+
+- every payment id a bot sent was answered, and every answered payment is stored exactly
+  once (one row, one ``payment`` ledger movement), with the shares of the answer;
+- no answer to a resent id ever differed from the first one;
+- the ledger invariant holds (``imserver ledger check`` exits 0);
+- notifications: none is ever received twice (by recipient, payment, role and level or
+  scope); the outbox is empty at the end (whatever was pending when the link dropped
+  or the process died was sent after the reconnect/restart); and every notification
+  that did not arrive was claimed inside a fault window. That last clause is the
+  documented at-most-once window (imserver/xmpp/notify.py): a notification is marked
+  sent *before* it is written to the link, so one that is written just as the process
+  dies or Prosody goes away is lost, never doubled. The runs report how many fell into
+  that window; outside it, nothing may be lost.
+
+The fast runs (``make test``) make 5 kills and 3 Prosody restarts per backend; the soak
+runs (``make soak``, ``-m soak``) 30 kills and 20 restarts. Each prints its figures as one
+JSON line (``pytest -s`` shows them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from imserver.config import load_config
+from imserver.devserver.prosody import ProsodyInstance, free_port
+from imserver.geo.regions import load_regions_csv
+from imserver.service.context import Context
+from imserver.service.regions import load_regions
+from imserver.store.db import Database
+from imserver.store.migrate import upgrade
+from tests.conftest import (
+    BACKENDS,
+    DOMAIN,
+    _drop_pg_database,
+    _fresh_pg_database,
+)
+from tests.support.clients import PASSWORD
+from tests.support.faults import (
+    CONFIG,
+    Bot,
+    ComponentProcess,
+    Earning,
+    FaultClient,
+    LoadStats,
+    OutboxEntry,
+    accepted_by_prosody,
+    component_env,
+    message_ids,
+    outbox_entries,
+    payment_load,
+    run_cli,
+    stored_payments,
+    utc_at,
+    wait_for,
+)
+from tests.support.network import add_merchant, assign_agent
+
+SECRET = "faults-test-secret"
+COMPONENTS = {"sqlite": "faults.localhost", "postgresql": "faultspg.localhost"}
+# The requirement: back within 10 s of Prosody listening again. The shipped back-off
+# (cap 8 s) reconnects within about 2 s of it here.
+RECONNECT_BOUND = 10.0
+# A notification claimed this long before a fault (or during it) may be lost (the
+# at-most-once window; generous for a loaded 2-core machine).
+WINDOW_BEFORE = 2.0
+SEED = int(os.environ.get("IMSERVER_TEST_FAULT_SEED", "6"))
+
+
+@dataclass
+class World:
+    """A private Prosody, the component process, a network, bots and earners."""
+
+    backend: str
+    url: str
+    env: dict[str, str]
+    prosody: ProsodyInstance
+    component: ComponentProcess
+    jid: str
+    clients: list[FaultClient]
+    earners: list[FaultClient]
+    bots: list[Bot]
+
+    async def all_ready(self, timeout: float = 30.0) -> bool:
+        return await wait_for(lambda: all(c.ready.is_set() for c in self.clients), timeout)
+
+
+async def _accounts(prosody: ProsodyInstance, jids: list[str]) -> None:
+    gate = asyncio.Semaphore(4)  # prosodyctl is a Lua process each: a few at a time
+
+    async def one(jid: str) -> None:
+        async with gate:
+            await asyncio.to_thread(prosody.add_account, jid, PASSWORD)
+
+    await asyncio.gather(*(one(j) for j in jids))
+
+
+async def _load_regions(env: dict[str, str], url: str) -> None:
+    config = load_config(CONFIG, env={k: v for k, v in env.items() if k.startswith("IMSERVER_")})
+    db = Database(url)
+    try:
+        await load_regions(Context(db, config), load_regions_csv())
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    """Everything of one backend's fault runs (shared by its tests; payment ids differ)."""
+    backend: str = request.param
+    tmp = tmp_path_factory.mktemp(f"faults-{backend}")
+    jid = COMPONENTS[backend]
+    prosody = ProsodyInstance(
+        tmp / "prosody",
+        domain=DOMAIN,
+        client_port=free_port(),
+        component_port=free_port(),
+        components={jid: SECRET},
+        # Debug logs name every stanza Prosody accepts from the component: they tell a
+        # notification lost by the component from one Prosody accepted and then lost.
+        log_level="debug",
+    )
+    await prosody.astart()
+    pg_name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / 'imserver.sqlite3'}"
+    else:
+        pg_name, url = await _fresh_pg_database()
+    admin_jid = f"admin@{DOMAIN}"
+    env = component_env(prosody, jid, SECRET, url, admin_jid)
+    await asyncio.to_thread(upgrade, url)
+    await _load_regions(env, url)
+    component = ComponentProcess(env, tmp / "imserver.log")
+    component.start()
+    clients: list[FaultClient] = []
+    try:
+        await component.wait_connection(0, 60)
+        names = ["admin", "shop", "district", "city", "province", "alice", "bob", "bot1", "bot2"]
+        payer_names = ["p1", "p2", "p3", "p4"]
+        await _accounts(prosody, [f"{n}@{DOMAIN}" for n in names + payer_names])
+        c = {
+            n: await FaultClient(f"{n}@{DOMAIN}").open(prosody.client_port, 60)
+            for n in names + payer_names
+        }
+        clients = list(c.values())
+        admin, shop = c["admin"], c["shop"]
+        for agent, region in (("district", "440305"), ("city", "440300"), ("province", "440000")):
+            await assign_agent(admin, jid, c[agent].bare, region)
+        await add_merchant(admin, jid, shop.bare)
+        await c["alice"].dist.register(jid, shop.bare, timeout=10)
+        await c["bob"].dist.register(jid, c["alice"].bare, timeout=10)
+        # p1, p2 earn bob (level 1) and alice (level 2); p3, p4 alice and the shop.
+        for payer, referrer in (("p1", "bob"), ("p2", "bob"), ("p3", "alice"), ("p4", "alice")):
+            await c[payer].dist.register(jid, c[referrer].bare, timeout=10)
+        for bot in ("bot1", "bot2"):
+            await shop.dist.bot(jid, c[bot].bare, timeout=10)
+        # Payers need not stay online; fewer clients, less load.
+        for payer in payer_names:
+            await c[payer].close()
+        clients = [c[n] for n in names]
+        payers = [c[p].bare for p in payer_names]
+        earners = [c[n] for n in ("shop", "district", "city", "province", "alice", "bob")]
+        bots = [Bot(c[b], shop.bare, payers) for b in ("bot1", "bot2")]
+        yield World(backend, url, env, prosody, component, jid, clients, earners, bots)
+    finally:
+        await asyncio.gather(*(cl.close() for cl in clients))
+        await asyncio.to_thread(component.stop)
+        await prosody.astop()
+        if pg_name:
+            await _drop_pg_database(pg_name)
+
+
+# -- checks shared by both runs --------------------------------------------------------------
+
+
+async def _settle(world: World, prefix: str, timeout: float = 30.0) -> list[OutboxEntry]:
+    """Wait until the outbox of this run is drained and the clients got what was sent."""
+
+    async def drained() -> bool:
+        entries = await outbox_entries(world.url, prefix)
+        return all(e.sent_at is not None for e in entries)
+
+    await wait_for(drained, timeout, 0.5)
+    entries = await outbox_entries(world.url, prefix)
+    sent = {e.earning for e in entries if e.sent_at is not None}
+
+    def received_all() -> bool:
+        return sent <= set(_received(world, prefix))
+
+    # Whatever a fault window lost never arrives: give the rest a bounded time.
+    await wait_for(received_all, 10.0, 0.2)
+    return entries
+
+
+def _received(world: World, prefix: str) -> Counter[Earning]:
+    got: Counter[Earning] = Counter()
+    for client in world.earners:
+        for key, n in client.earned.items():
+            if key[1].startswith(prefix):
+                got[key] += n
+    return got
+
+
+async def _check(
+    world: World,
+    stats: LoadStats,
+    prefix: str,
+    windows: list[tuple[float, float]],
+) -> dict[str, Any]:
+    """The assertions common to both runs; returns their figures."""
+    prefix += "-"  # payment ids are PREFIX-bot-worker-n: "kill-" never matches "soakkill-"
+    entries = await _settle(world, prefix)
+    stored = await stored_payments(world.url, prefix)
+    rc, out = await asyncio.to_thread(run_cli, world.env, "ledger", "check")
+    received = _received(world, prefix)
+
+    lost = [k for k in stats.answers if k not in stored]
+    duplicates = [k for k, p in stored.items() if p.rows != 1 or p.movements != 1]
+    mismatched = [k for k, a in stats.answers.items() if k in stored and stored[k].shares != a]
+    never_sent = [k for k in stored if k not in stats.sent]
+    expected = Counter(e.earning for e in entries)
+    doubled = [k for k, n in received.items() if n > 1]
+    unknown = [k for k in received if k not in expected]
+    unsent = [e for e in entries if e.sent_at is None]
+    missing = [e for e in entries if e.earning not in received]
+    in_window = [
+        e
+        for e in missing
+        if e.sent_at is not None
+        and any(utc_at(a - WINDOW_BEFORE) <= e.sent_at <= utc_at(b) for a, b in windows)
+    ]
+    # Which side lost them: Prosody read the message from the component (and lost it
+    # itself, e.g. written to a client connection it closed while shutting down), or the
+    # component never got it to Prosody (claimed, then the process or link died).
+    ids = message_ids(entries)
+    accepted = accepted_by_prosody(world.prosody.log_path)
+    lost_by_prosody = [e for e in in_window if ids.get(e.id) in accepted]
+    if missing:  # what was lost, where, and when (seconds after the fault began)
+        starts = [utc_at(a) for a, _ in windows]
+        detail = [
+            {
+                "earning": list(e.earning),
+                "message": ids.get(e.id),
+                "prosody_accepted": ids.get(e.id) in accepted,
+                "after_fault_s": None
+                if e.sent_at is None
+                else min(((e.sent_at - t).total_seconds() for t in starts), key=abs),
+            }
+            for e in missing[:20]
+        ]
+        print(json.dumps({"lost_notifications": detail}))
+    figures = {
+        "backend": world.backend,
+        "seed": SEED,
+        "requests": stats.requests,
+        "answers": len(stats.answers),
+        "retries": stats.retries,
+        "timeouts": stats.timeouts,
+        "errors": dict(stats.errors),
+        "payment_ids_sent": len(stats.sent),
+        "unanswered": len(stats.unanswered),
+        "payments_stored": len(stored),
+        "duplicates": len(duplicates),
+        "lost": len(lost),
+        "mismatched_answers": len(mismatched) + stats.changed_answers,
+        "notifications": {
+            "expected": sum(expected.values()),
+            "received": sum(received.values()),
+            "doubled": len(doubled),
+            "unsent_at_end": len(unsent),
+            "lost_in_window": len(in_window),
+            "lost_in_window_after_prosody_accepted": len(lost_by_prosody),
+            "lost_in_window_before_prosody": len(in_window) - len(lost_by_prosody),
+            "lost_outside_window": len(missing) - len(in_window),
+        },
+        "ledger_check_exit": rc,
+    }
+    print(json.dumps(figures))
+    assert not stats.unanswered, f"never answered: {sorted(stats.unanswered)[:5]}"
+    assert not lost, f"answered but not stored: {lost[:5]}"
+    assert not duplicates, f"stored or distributed more than once: {duplicates[:5]}"
+    assert not mismatched and not stats.changed_answers, f"answer != stored: {mismatched[:5]}"
+    assert not never_sent, never_sent[:5]
+    assert rc == 0, out
+    assert not doubled, f"notifications received twice: {doubled[:5]}"
+    assert not unknown, f"notifications nobody queued: {unknown[:5]}"
+    assert not unsent, f"notifications still pending after the faults: {len(unsent)}"
+    outside = [e for e in missing if e not in in_window]
+    assert not outside, f"notifications lost outside a fault window: {outside[:5]}"
+    assert len(stats.answers) > 0
+    return figures
+
+
+# -- component kills ------------------------------------------------------------------------
+
+
+async def run_kills(world: World, kills: int, prefix: str) -> dict[str, Any]:
+    """Payment load while the component is SIGKILLed ``kills`` times and restarted.
+
+    Three kills in four land at a random moment of a connected, working component;
+    every fourth lands at a random moment of its start (before or after the handshake).
+    """
+    rng = random.Random(f"{SEED}-{prefix}")
+    comp = world.component
+    assert await world.all_ready()
+    stats, stop = LoadStats(), asyncio.Event()
+    t0 = time.monotonic()
+    load = asyncio.ensure_future(payment_load(world.bots, world.jid, stats, stop, prefix=prefix))
+    windows: list[tuple[float, float]] = []
+    startup_kills = 0
+    seen = comp.connections() - 1  # the running incarnation has made its handshake
+    for i in range(kills):
+        if i % 4 == 3:
+            await asyncio.sleep(rng.uniform(0.05, 1.5))
+            startup_kills += 1
+        else:
+            await comp.wait_connection(seen, 60)
+            await asyncio.sleep(rng.uniform(0.3, 2.0))
+        at = time.time()
+        comp.kill()
+        windows.append((at, time.time()))
+        seen = comp.connections()
+        comp.start()
+    await comp.wait_connection(seen, 60)
+    await asyncio.sleep(1.0)  # some load on the last incarnation too
+    stop.set()
+    await asyncio.wait_for(load, 120)
+    figures = {"run": "kills", "kills": kills, "startup_kills": startup_kills}
+    figures |= await _check(world, stats, prefix, windows)
+    figures["seconds"] = round(time.monotonic() - t0, 1)
+    print(json.dumps(figures))
+    assert comp.kills >= kills
+    return figures
+
+
+# -- Prosody restarts ------------------------------------------------------------------------
+
+
+async def run_restarts(world: World, restarts: int, prefix: str) -> dict[str, Any]:
+    """Payment load while Prosody is restarted ``restarts`` times.
+
+    After each restart the component must be back (handshake done) within
+    RECONNECT_BOUND seconds of Prosody listening again; the clients log in again too.
+    """
+    rng = random.Random(f"{SEED}-{prefix}")
+    comp = world.component
+    assert await world.all_ready()
+    stats, stop = LoadStats(), asyncio.Event()
+    t0 = time.monotonic()
+    load = asyncio.ensure_future(payment_load(world.bots, world.jid, stats, stop, prefix=prefix))
+    windows: list[tuple[float, float]] = []
+    back_after: list[float] = []
+    for _ in range(restarts):
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        seen = comp.connections()
+        down = time.time()
+        await world.prosody.astop()
+        await asyncio.sleep(rng.uniform(0.0, 0.5))
+        await world.prosody.astart()
+        waited = await comp.wait_connection(seen, RECONNECT_BOUND + 20)
+        back_after.append(waited)
+        windows.append((down, time.time()))
+    assert await world.all_ready(), "a client did not log in again"
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.wait_for(load, 120)
+    figures = {
+        "run": "prosody_restarts",
+        "restarts": restarts,
+        "reconnect_seconds_max": round(max(back_after), 2),
+        "reconnect_seconds_mean": round(sum(back_after) / len(back_after), 2),
+        "client_reconnects": sum(c.reconnects for c in world.clients),
+    }
+    figures |= await _check(world, stats, prefix, windows)
+    figures["seconds"] = round(time.monotonic() - t0, 1)
+    print(json.dumps(figures))
+    assert max(back_after) <= RECONNECT_BOUND, back_after
+    assert comp.alive
+    return figures
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+async def test_component_killed_under_payment_load(world: World) -> None:
+    await run_kills(world, 5, "kill")
+
+
+async def test_prosody_restarted_under_payment_load(world: World) -> None:
+    await run_restarts(world, 3, "restart")
+
+
+@pytest.mark.soak
+async def test_soak_component_killed_30_times(world: World) -> None:
+    await run_kills(world, 30, "soakkill")
+
+
+@pytest.mark.soak
+async def test_soak_prosody_restarted_20_times(world: World) -> None:
+    await run_restarts(world, 20, "soakrestart")
