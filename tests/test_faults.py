@@ -289,6 +289,14 @@ async def _check(
             "received": sum(received.values()),
             "doubled": len(doubled),
             "unsent_at_end": len(unsent),
+            # Queued before a fault began, sent after it: the send-after-reconnect path.
+            "queued_before_fault_sent_after": sum(
+                1
+                for e in entries
+                if e.sent_at is not None
+                and e.created_at is not None
+                and any(e.created_at < utc_at(a) < e.sent_at for a, _ in windows)
+            ),
             "lost_in_window": len(in_window),
             "lost_in_window_after_prosody_accepted": len(lost_by_prosody),
             "lost_in_window_before_prosody": len(in_window) - len(lost_by_prosody),

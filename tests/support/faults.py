@@ -428,6 +428,7 @@ class OutboxEntry:
     id: int
     earning: Earning
     sent_at: datetime | None
+    created_at: datetime | None = None
 
 
 async def outbox_entries(url: str, prefix: str) -> list[OutboxEntry]:
@@ -442,10 +443,11 @@ async def outbox_entries(url: str, prefix: str) -> list[OutboxEntry]:
                     OutboxMessage.recipient,
                     OutboxMessage.payload,
                     OutboxMessage.sent_at,
+                    OutboxMessage.created_at,
                 )
             )
             found = []
-            for oid, recipient, payload, sent_at in rows:
+            for oid, recipient, payload, sent_at, created_at in rows:
                 p = json.loads(payload)
                 if "refund" in p or not str(p.get("payment", "")).startswith(prefix):
                     continue
@@ -455,6 +457,7 @@ async def outbox_entries(url: str, prefix: str) -> list[OutboxEntry]:
                         int(oid),
                         (recipient, p["payment"], p["role"], level_or_scope),
                         _utc(sent_at),
+                        _utc(created_at),
                     )
                 )
             return found
