@@ -143,7 +143,9 @@ class Payments:
         now = self.ctx.clock()
         versioned = await current_policy(conn)
         policy = versioned.policy
-        upline = (await members.upline_ids(conn, payer.id))[: policy.levels]
+        # The stored upline (nearest first, with JIDs), cut to the policy's levels.
+        links = await members.upline_view(conn, payer.id, policy.levels)
+        upline = [link.member_id for link in links]
         # The payer's stored agency chain (computed at registration, kept by repair).
         agency = await members.agency_view(conn, payer.id)
         live = await self._live(
@@ -169,9 +171,16 @@ class Payments:
             now=now,
             settle_at=now + timedelta(days=self.ctx.config.policy.hold_days),
         )
-        await store.insert_shares(
-            conn, payment_id, [(s.role, s.level, s.scope, s.member_id, s.amount) for s in shares]
-        )
+        rows = [(s.role, s.level, s.scope, s.member_id, s.amount) for s in shares]
+        await store.insert_shares(conn, payment_id, rows)
+        # What was just stored, with the JIDs read above in this transaction: no re-read.
+        jids: dict[int | None, str | None] = {link.member_id: link.jid for link in links}
+        jids.update((a.agent_id, a.agent_jid) for a in agency if a.agent_id is not None)
+        jids[merchant.id] = merchant.jid
+        stored = [
+            ShareRecord(seq, role, level, scope, member_id, jids.get(member_id), share, 0)
+            for seq, (role, level, scope, member_id, share) in enumerate(rows)
+        ]
         moves: dict[AccountKey, int] = defaultdict(int)
         moves[ledger.system_account(ledger.PAYMENTS_IN, currency)] -= amount
         for s in shares:
@@ -179,7 +188,6 @@ class Payments:
         await ledger.post(
             conn, kind="payment", currency=currency, moves=moves, at=now, payment_id=payment_id
         )
-        stored = await store.shares_of(conn, payment_id)
         if self.notify:
             await self._notify(conn, stored, None, ref, merchant, payer.jid, currency, now)
         return DistributionView(

@@ -27,6 +27,12 @@ _MEMBER_COLS = (
 )
 
 
+# Built once: aliasing an entity adapts every column, which cost more than the query
+# itself when done on each call (a payment reads the upline and the agency chain).
+_ANCESTOR = aliased(Member, name="ancestor")
+_AGENT = aliased(Member, name="agent")
+
+
 def _record(row: Any) -> MemberRecord:
     return MemberRecord(*row)
 
@@ -125,7 +131,7 @@ async def insert_upline(conn: AsyncConnection, member_id: int, ancestors: Sequen
 
 async def upline_view(conn: AsyncConnection, member_id: int, levels: int) -> list[UplineLink]:
     """The stored upline with each ancestor's JID and rule number, up to ``levels``."""
-    anc = aliased(Member)
+    anc = _ANCESTOR
     stmt = (
         select(Upline.level, anc.id, anc.jid, anc.rule_number)
         .join(anc, anc.id == Upline.ancestor_id)
@@ -151,7 +157,7 @@ async def insert_agency(
 
 async def agency_view(conn: AsyncConnection, member_id: int) -> list[AgencyView]:
     """The stored agency chain with agents' JIDs, district first."""
-    agent = aliased(Member)
+    agent = _AGENT
     stmt = (
         select(AgencyLink.scope_level, AgencyLink.region_code, AgencyLink.agent_id, agent.jid)
         .outerjoin(agent, agent.id == AgencyLink.agent_id)
