@@ -85,6 +85,12 @@ class ProsodyInstance:
     def start(self, timeout: float = 15.0) -> None:
         """Start Prosody in the foreground (as a child) and wait for both ports."""
         self.write_config()
+        taken = [p for p in (self.client_port, self.component_port) if _listening(p)]
+        if taken:
+            raise ProsodyError(
+                f"port {taken[0]} on 127.0.0.1 is already in use (another Prosody or "
+                "`make run`?); stop it or set xmpp.client_port / xmpp.component_port"
+            )
         self.process = subprocess.Popen(
             [PROSODY, "-F", "--config", str(self.config_path)],
             stdout=subprocess.DEVNULL,
