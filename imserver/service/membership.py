@@ -48,6 +48,17 @@ def parse_jid(raw: str | None, what: str) -> str:
         raise bad_request(f"{what}: {exc}") from None
 
 
+async def find_referrer(conn: AsyncConnection, ctx: Context, ref_jid: str) -> MemberRecord:
+    """The member named as a referrer, whatever its status; a JID that was never a member
+    gets item-not-found, one whose member was deleted (erased) not-acceptable."""
+    ref = await members.get_by_jid(conn, ref_jid)
+    if ref is None:
+        if await members.is_erased(conn, ctx.erased_hash(ref_jid)):
+            raise not_acceptable(f"referrer {ref_jid} has left the network")
+        raise not_found(f"referrer {ref_jid} is not a member")
+    return ref
+
+
 class Membership:
     """Registration, chains, merchants and agents."""
 
@@ -75,11 +86,7 @@ class Membership:
                 raise conflict(f"{sender} is already a member ({actor.member.rule_number})")
             if not actor.may("register"):
                 raise forbidden(f"{sender} may not join this network")
-            ref = await members.get_by_jid(conn, ref_jid)
-            if ref is None:
-                if await members.is_erased(conn, self.ctx.erased_hash(ref_jid)):
-                    raise not_acceptable(f"referrer {ref_jid} has left the network")
-                raise not_found(f"referrer {ref_jid} is not a member")
+            ref = await find_referrer(conn, self.ctx, ref_jid)
             if ref.active:
                 # The referrer's line top-down, then the referrer, FOR SHARE: a repair of
                 # that line waits for us, or we retry on its result (see store.repair).
@@ -195,9 +202,7 @@ class Membership:
                 raise conflict(f"{merchant_jid} is already a member ({existing.rule_number})")
             ref = None
             if ref_jid:
-                ref = await members.get_by_jid(conn, ref_jid)
-                if ref is None:
-                    raise not_found(f"referrer {ref_jid} is not a member")
+                ref = await find_referrer(conn, self.ctx, ref_jid)
                 if ref.active:
                     ref, _above = await repair.lock_line(conn, ref.id)
                 if not ref.active:

@@ -19,7 +19,7 @@ from imserver.service.errors import (
     not_acceptable,
     not_found,
 )
-from imserver.service.membership import parse_jid
+from imserver.service.membership import find_referrer, parse_jid
 from imserver.service.views import MemberView, member_view
 from imserver.store import audit, members
 from imserver.store import repair as store
@@ -159,11 +159,7 @@ class Repair:
             found = await members.get_by_jid(conn, member_jid)
             if found is None:
                 raise not_found(f"{member_jid} is not a member")
-            ref_found = await members.get_by_jid(conn, ref_jid)
-            if ref_found is None:
-                if await members.is_erased(conn, self.ctx.erased_hash(ref_jid)):
-                    raise not_acceptable(f"referrer {ref_jid} has left the network")
-                raise not_found(f"referrer {ref_jid} is not a member")
+            ref_found = await find_referrer(conn, self.ctx, ref_jid)
             # The new referrer's line first, then the member: both top-down.
             ref, ref_upline = await store.lock_line(conn, ref_found.id)
             member, _upline = await store.lock_line(conn, found.id, exclusive=True)
