@@ -115,10 +115,17 @@ class Actor:
                 raise refusal
         raise refusals[0] if refusals else forbidden(f"{self.jid} may not do that")
 
+    def not_a_member(self) -> ServiceError:
+        """The refusal for a sender that is no member: registration-required, except for
+        a JID of a domain whose users may not join (telling it to register would lie)."""
+        if FOREIGN in self.kinds:
+            return forbidden(f"{self.jid} is not on a member domain")
+        return registration_required()
+
     def require_member(self) -> MemberRecord:
         """The sender's active membership, or registration-required."""
         if self.member is None:
-            raise registration_required()
+            raise self.not_a_member()
         if not self.member.active:
             raise ServiceError("not-acceptable", "your membership has ended")
         return self.member

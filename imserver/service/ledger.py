@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.service.authz import resolve_actor
 from imserver.service.context import Context
-from imserver.service.errors import bad_request, not_found, registration_required
+from imserver.service.errors import bad_request, not_found
 from imserver.service.membership import parse_jid
 from imserver.service.money_views import (
     BalanceLine,
@@ -39,7 +39,7 @@ class Ledger:
             return member.id
         # A member whose service ended still sees its balance (it may hold money).
         if actor.member is None:
-            raise registration_required()
+            raise actor.not_a_member()
         return actor.member.id
 
     async def balance(self, sender: str, jid: str | None = None) -> BalanceView:
