@@ -114,9 +114,11 @@ class Payment(_Base):
     # merchant (optional): the merchant reported for; anyone not allowed to is refused.
     interfaces = {"id", "payer", "amount", "currency", "merchant"}
 
+
 class Refund(_Base):
     name = plugin_attrib = "refund"
     interfaces = {"id", "payment", "amount", "merchant"}
+
 
 class Share(_Base):
     name = "share"
