@@ -152,3 +152,16 @@ async def test_concurrent_registrations_are_unique_and_acyclic(service: Service)
             seen.add(node)
             node = parent[node]
         assert node == net.merchant.bare
+
+
+async def test_a_bot_jid_cannot_become_a_member(service: Service) -> None:
+    from tests.support.network import add_merchant, assign_agent
+
+    net = await build_network(service)
+    admin = await service.admin()
+    bot = service.new_jid("bot")
+    await net.merchant.dist.bot(service.jid, bot, action="link")
+    await expect_error(add_merchant(admin, service.jid, bot), "conflict")
+    await expect_error(assign_agent(admin, service.jid, bot, "440305"), "conflict")
+    chain = chain_of(await admin.dist.chain(service.jid, net.merchant.bare))
+    assert chain["agents"][0][2] == net.district_agent.bare

@@ -21,7 +21,7 @@ from imserver.service.errors import (
 )
 from imserver.service.policies import current_policy
 from imserver.service.views import ChainView, MemberView, member_view
-from imserver.store import audit, members, regions, repair
+from imserver.store import audit, bots, members, regions, repair
 from imserver.store.records import MemberRecord
 
 MAX_NAME = 200
@@ -57,6 +57,13 @@ async def find_referrer(conn: AsyncConnection, ctx: Context, ref_jid: str) -> Me
             raise not_acceptable(f"referrer {ref_jid} has left the network")
         raise not_found(f"referrer {ref_jid} is not a member")
     return ref
+
+
+async def refuse_bot(conn: AsyncConnection, jid: str) -> None:
+    """A bot JID reports payments for its merchant and is never a member itself (linking
+    a bot refuses a member's JID the same way)."""
+    if await bots.merchant_of(conn, jid) is not None:
+        raise conflict(f"{jid} is linked as a merchant's bot: unlink it first")
 
 
 class Membership:
@@ -200,6 +207,7 @@ class Membership:
             existing = await members.get_by_jid(conn, merchant_jid)
             if existing is not None:
                 raise conflict(f"{merchant_jid} is already a member ({existing.rule_number})")
+            await refuse_bot(conn, merchant_jid)
             ref = None
             if ref_jid:
                 ref = await find_referrer(conn, self.ctx, ref_jid)
@@ -264,6 +272,7 @@ class Membership:
                 raise bad_request(f"region {region_code} has no agent level")
             member = await members.get_by_jid(conn, agent_jid, lock=True)
             if member is None:
+                await refuse_bot(conn, agent_jid)
                 member = await self._create(conn, agent_jid, "agent", region.code, None)
             elif not member.active:
                 raise not_acceptable(f"{agent_jid} is {member.status}")
