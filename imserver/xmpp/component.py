@@ -60,10 +60,11 @@ class Component(HardenedStream, ComponentXMPP):
     """The imserver component. Handlers turn stanzas into service calls."""
 
     def __init__(self, config: Config, services: Services) -> None:
-        # Refuses a vulnerable expat and the default secret off loopback (hardening.py).
-        check_startup(config)
         x = config.xmpp
         super().__init__(x.component, x.secret, x.host, x.component_port)
+        # Refuses a vulnerable expat and the default secret off loopback (hardening.py);
+        # after the base init, so a refused component is still a whole object to collect.
+        check_startup(config)
         self.stream_limits = StreamLimits(
             config.limits.max_stanza_bytes, config.limits.max_stanza_depth
         )
