@@ -232,3 +232,32 @@ async def test_sales_of_a_day_and_volume(service: Service) -> None:
     overview = await say(admin, service.jid, "region 440305")
     assert "Volume CNY: " in overview and "payments, ¥" in overview
     assert len(sessions(service)) == 0
+
+
+async def test_agents_see_their_region_earnings(service: Service) -> None:
+    net = await build_network(service)
+    _alice, bob = await _buyers(service, net)
+    # ¥100.00 by bob, then ¥20.00 of it refunded: the district agent's 15% of the 10% pool
+    # is ¥1.50, less ¥0.30 = ¥1.20; the city agent's 10% is ¥1.00 less ¥0.20.
+    order = _order()
+    await net.merchant.dist.pay(service.jid, order, bob.bare, 10000, "CNY")
+    await net.merchant.dist.refund(service.jid, _order(), order, 2000)
+    answer = await say(net.district_agent, service.jid, "earnings")
+    assert answer.startswith("Earnings in 440305")
+    assert "¥1.20" in answer and "vacant" not in answer
+    # The region's volume counts every test's payments in 440305: only its presence.
+    assert "\nVolume CNY: " in answer and "refunded)" in answer
+    answer = await say(net.city_agent, service.jid, "earnings 440300")
+    assert "¥0.80" in answer
+    # An agent may not read another region's earnings; a user may not read any.
+    answer = await say(net.city_agent, service.jid, "earnings 110101")
+    assert answer.startswith("Not done:")
+    answer = await say(bob, service.jid, "earnings 440305")
+    assert answer.startswith("Not done:")
+    # Admins name any region and see its current agent's figures.
+    admin = await service.admin()
+    done = await adhoc_run(admin, service.jid, "region-earnings", {"region": "440305"})
+    values = result_values(done)
+    assert values["Agent"] == net.district_agent.bare
+    assert values["Earned (CNY, 1 payments)"] == "¥1.20"
+    assert len(sessions(service)) == 0

@@ -79,6 +79,16 @@ class RegionOverview:
 
 
 @dataclass(frozen=True)
+class RegionEarnings:
+    """What a region's agent earned from the region's members, and what they paid."""
+
+    region: str
+    agent: str | None
+    earned: dict[str, tuple[int, int]]  # currency -> (payments, net earned)
+    volume: dict[str, tuple[int, int, int]]  # currency -> (payments, paid, refunded)
+
+
+@dataclass(frozen=True)
 class MemberPage:
     """A page of a region's active members."""
 
@@ -239,6 +249,33 @@ class Queries:
             page, total = await reports.members_in(conn, region.code, limit=MAX_PAGE, offset=offset)
             views = [member_view(m, None) for m in page]
             return MemberPage(region.code, views, total, offset)
+
+        return await self.ctx.db.transaction(use_case)
+
+    async def region_earnings(self, sender: str, code: str | None) -> RegionEarnings:
+        """An agent's earnings from a region's members (its own region by default) and
+        the region's payment volume; admins may name any region (its current agent)."""
+        wanted = _check_code(code) if code else None
+
+        async def use_case(conn: AsyncConnection) -> RegionEarnings:
+            actor = await resolve_actor(conn, sender, self.ctx.config)
+            actor.require("region.members")
+            target = wanted or (sorted(actor.agent_regions)[0] if actor.agent_regions else None)
+            if target is None:
+                raise bad_request("name a region code")
+            region = await regions.live(conn, target)
+            if region is None:
+                raise not_found(f"unknown region {target}")
+            if actor.is_admin:
+                agent_id = (await members.agents_of(conn, [region.code])).get(region.code)
+            elif region.code in actor.agent_regions and actor.member is not None:
+                agent_id = actor.member.id
+            else:
+                raise forbidden("you are not the agent of that region")
+            agent = await members.get_by_id(conn, agent_id) if agent_id is not None else None
+            earned = await reports.agent_earnings(conn, agent.id, region.code) if agent else {}
+            volume = await reports.payment_volume(conn, region.code)
+            return RegionEarnings(region.code, agent.jid if agent else None, earned, volume)
 
         return await self.ctx.db.transaction(use_case)
 

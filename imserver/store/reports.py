@@ -15,7 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from imserver.store.members import _MEMBER_COLS, _record
-from imserver.store.models import AgencyLink, Agent, Bot, Member, Payment, Refund, Region
+from imserver.store.models import (
+    AgencyLink,
+    Agent,
+    Bot,
+    Member,
+    Payment,
+    PaymentShare,
+    Refund,
+    Region,
+)
 from imserver.store.records import MemberRecord, RegionRecord
 
 _REGION_COLS = (Region.code, Region.name, Region.level, Region.parent_code, Region.successor_code)
@@ -169,4 +178,29 @@ async def payment_volume(
     return {
         currency: (int(n), int(paid or 0), int(refunded or 0))
         for currency, n, paid, refunded in await conn.execute(stmt)
+    }
+
+
+async def agent_earnings(
+    conn: AsyncConnection, agent_id: int, region_code: str
+) -> dict[str, tuple[int, int]]:
+    """Per currency: (payments, net amount earned) of an agent's agent shares paid by the
+    members of one region (refunds deducted)."""
+    payers = select(AgencyLink.member_id).where(AgencyLink.region_code == region_code)
+    stmt = (
+        select(
+            Payment.currency,
+            func.count(distinct(Payment.id)),
+            func.sum(PaymentShare.amount - PaymentShare.refunded),
+        )
+        .join(PaymentShare, PaymentShare.payment_id == Payment.id)
+        .where(
+            PaymentShare.role == "agent",
+            PaymentShare.member_id == agent_id,
+            Payment.payer_id.in_(payers),
+        )
+        .group_by(Payment.currency)
+    )
+    return {
+        currency: (int(n), int(earned or 0)) for currency, n, earned in await conn.execute(stmt)
     }

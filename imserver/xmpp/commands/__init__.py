@@ -29,6 +29,7 @@ from imserver.xmpp.commands.money import (
 )
 from imserver.xmpp.commands.queries import (
     FindMember,
+    RegionEarnings,
     RegionMembers,
     RegionOverviewCommand,
     Statistics,
@@ -59,6 +60,7 @@ def command_classes() -> list[type[Command]]:
         AssignAgent,
         RegionOverviewCommand,
         RegionMembers,
+        RegionEarnings,
         Statistics,
         Terminate,
         Delete,

@@ -122,6 +122,28 @@ class RegionMembers(Command):
         )
 
 
+class RegionEarnings(Command):
+    name = "Region earnings"
+    node = "region-earnings"
+    keywords = ("earnings",)
+    help = "An agent's earnings from a region's members, and what they paid there."
+    capabilities = frozenset({"region.members"})
+    fields = (Field("region", "Region code", required=False, desc="agents: empty for your region"),)
+
+    async def run(self, actor: str, args: Args) -> Result:
+        view = await self.services.queries.region_earnings(actor, optional(args, "region"))
+        details: list[tuple[str, Cell]] = [("Agent", view.agent or "vacant")]
+        for currency, (n, earned) in sorted(view.earned.items()):
+            details.append((f"Earned ({currency}, {n} payments)", Money(earned, currency)))
+        if not view.earned:
+            details.append(("Earned", "nothing yet"))
+        return Text(
+            f"Earnings in {view.region}",
+            details,
+            [f"Volume {line}" for line in volume_lines(view.volume)],
+        )
+
+
 class Statistics(Command):
     name = "Statistics"
     node = "statistics"
