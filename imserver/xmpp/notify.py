@@ -1,12 +1,14 @@
 """Sending the notification outbox after commit, and again after a reconnect.
 
-Guarantee: at most once. A notification is claimed (marked sent) in a committed
-transaction *before* it is written to the link, and claimed only while the link is up;
-whatever was not claimed when the link dropped (or the process stopped) is sent once the
-component is connected again. A notification can therefore be lost, never doubled, in one
-window: the process dies, or the TCP link drops, between that commit and Prosody reading
-the bytes. Each message carries a stable id (``earning-<first outbox id>``) to make such
-a loss visible in the logs of both ends.
+A notification is claimed (marked sent) in a committed transaction before it is
+written to the link, and claimed only while the link is up. After writing a batch the
+sender pings the server: an answer means the server has taken the batch; no answer (the
+link dropped, Prosody restarted) gives the batch back, and it goes out again once the
+component is connected. So a server restart loses nothing, and nothing is sent twice
+unless the server took a batch and its answer to the ping was lost with the link. A
+crash of this process between the claim and the ping's answer loses that batch (it is
+not sent twice). Each message carries a stable id (``earning-<first outbox id>``) by
+which a client can drop a repeat.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
+
+from slixmpp import JID
+from slixmpp.exceptions import IqError, IqTimeout
 
 from imserver.service.money_views import Notice
 from plugins.distribution.stanza import Earning
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # What one member earns within this many seconds goes out as one message.
 COALESCE_WINDOW = 0.05
+# How long the server may take to confirm a batch before it is given back.
+CONFIRM_TIMEOUT = 5.0
 EARNING_ATTRS = ("payment", "refund", "merchant", "payer", "amount", "currency", "role",
                  "level", "scope")  # fmt: skip
 
@@ -67,8 +74,30 @@ class Notifier:
                         break
                     for notice in notices:
                         self._send(notice)
+                    if not await self._confirmed():
+                        await self.outbox.give_back([i for n in notices for i in n.ids])
+                        break
             except Exception:
                 log.exception("sending notifications failed; they stay in the outbox")
+
+    async def _confirmed(self) -> bool:
+        """True once the server has taken what was just written to the link.
+
+        A server handles a stream's stanzas in order, so any answer to a ping sent after
+        them (a result or an error) means it has them. No answer means they may have
+        died with the link (Prosody closing a stream drops what it has not read): they
+        are given back and go out again after the reconnect.
+        """
+        c = self.component
+        try:
+            await c.plugin["xep_0199"].send_ping(
+                JID(c.config.xmpp.domain), ifrom=c.boundjid, timeout=CONFIRM_TIMEOUT
+            )
+        except IqError:
+            return True
+        except IqTimeout:
+            return False
+        return True
 
     def _send(self, notice: Notice) -> None:
         c = self.component
