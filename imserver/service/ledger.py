@@ -11,7 +11,6 @@ from imserver.service.membership import parse_jid
 from imserver.service.money_views import (
     BalanceLine,
     BalanceView,
-    StatementLine,
     StatementPage,
 )
 from imserver.store import ledger, members
@@ -91,21 +90,7 @@ class Ledger:
                 before=before_id,
                 last_page=before is True,
             )
-            lines = [
-                StatementLine(
-                    e.id,
-                    e.at,
-                    e.kind,
-                    e.bucket,
-                    e.currency,
-                    e.amount,
-                    e.payment,
-                    e.refund,
-                    e.withdrawal,
-                )
-                for e in entries
-            ]
-            return StatementPage(lines, count, first)
+            return StatementPage(entries, count, first)
 
         return await self.ctx.db.transaction(use_case)
 

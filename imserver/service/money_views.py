@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from imserver.store.ledger import StatementEntry
 from imserver.store.payments import ShareRecord
 
 
@@ -62,23 +63,10 @@ class BalanceView:
 
 
 @dataclass(frozen=True)
-class StatementLine:
-    id: int
-    at: datetime
-    kind: str
-    bucket: str
-    currency: str
-    amount: int
-    payment: str | None = None
-    refund: str | None = None
-    withdrawal: int | None = None
-
-
-@dataclass(frozen=True)
 class StatementPage:
     """A page of entries with XEP-0059 bookkeeping."""
 
-    lines: list[StatementLine]
+    lines: list[StatementEntry]
     count: int
     first_index: int
 
