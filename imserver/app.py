@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -16,6 +17,20 @@ from imserver.store.db import Database
 from imserver.xmpp.component import Component
 
 log = logging.getLogger(__name__)
+
+
+# A payment allocates a few hundred short-lived objects; with CPython's default gen-0
+# threshold (700) the collector ran every few payments and, every hundred or so, walked
+# the long-lived caches: the payment use case alone took 328 us of CPU per payment with
+# the defaults and 266 us with these (SQLite, 256 in flight, this 2-core machine).
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often, and never walk what start-up built (it lives until exit)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class App:
@@ -40,11 +55,13 @@ class App:
         """Disconnect and close the database (its worker threads included)."""
         self.jobs.shutdown()
         await self.component.stop()
+        await self.services.close()
         await self.db.dispose()
 
     async def run_forever(self) -> None:
         """Start, then serve until cancelled."""
         await self.start(timeout=60.0)
+        tune_gc()
         try:
             await asyncio.Event().wait()
         finally:

@@ -167,6 +167,21 @@ class GeoConfig(_Strict):
         return self
 
 
+class PaymentsConfig(_Strict):
+    # Payments that arrive together are written in one transaction (group commit): the
+    # writer takes whatever waits, up to batch_max, and never waits for more.
+    batch_max: int = Field(256, ge=1, le=5000)
+    # Payers whose chains are kept in memory (oldest dropped first); about 0.5 KB each.
+    cached_payers: int = Field(50_000, ge=0, le=5_000_000)
+
+
+class NotificationsConfig(_Strict):
+    # A member hears of its earnings at most once per window (seconds): one message lists
+    # everything earned meanwhile, so the XMPP server stores messages per recipient, not
+    # per payment.
+    window: float = Field(2.0, ge=0.0, le=3600.0, allow_inf_nan=False)
+
+
 class Config(_Strict):
     admins: tuple[str, ...] = ("admin@localhost",)
     xmpp: XmppConfig = XmppConfig()
@@ -176,6 +191,8 @@ class Config(_Strict):
     money: MoneyConfig = MoneyConfig()
     limits: LimitsConfig = LimitsConfig()
     geo: GeoConfig = GeoConfig()
+    payments: PaymentsConfig = PaymentsConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @field_validator("admins")
     @classmethod

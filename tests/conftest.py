@@ -135,6 +135,8 @@ def make_config(backend: str, url: str, prosody: ProsodyInstance) -> Config:
         "IMSERVER_XMPP__CLIENT_PORT": str(prosody.client_port),
         "IMSERVER_XMPP__RECONNECT_MAX_DELAY": "2.0",
         "IMSERVER_DATABASE__URL": url,
+        # Tests wait for notifications: a short digest window keeps them quick.
+        "IMSERVER_NOTIFICATIONS__WINDOW": "0.05",
     }
     return load_config(Path(__file__).parents[1] / "config.toml", env=env)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from imserver.domain.policy import BP, Policy
 
@@ -31,8 +31,7 @@ def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
     return parts
 
 
-@dataclass(frozen=True)
-class Share:
+class Share(NamedTuple):
     """One beneficiary's part of a payment (negative in a refund)."""
 
     role: str  # referrer | agent | platform | merchant

@@ -24,6 +24,13 @@ class Context:
     db: Database
     config: Config
     clock: Callable[[], datetime] = field(default=utc_now)
+    # Told after a commit that wrote notifications (the XMPP layer's sender listens).
+    outbox_listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def outbox_written(self) -> None:
+        """Run after a commit that wrote to the outbox: wake whoever sends it."""
+        for listener in self.outbox_listeners:
+            listener()
 
     def erased_hash(self, jid: str) -> str:
         """Keyed hash of a JID, kept after erasure to recognise a deleted referrer."""

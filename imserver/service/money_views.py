@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from imserver.store.ledger import StatementEntry
 from imserver.store.payments import ShareRecord
 
 
-@dataclass(frozen=True)
-class ShareView:
+class ShareView(NamedTuple):
     """One line of a distribution (negative in a refund)."""
 
     role: str

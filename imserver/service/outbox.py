@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -11,39 +13,33 @@ from imserver.service.context import Context
 from imserver.service.money_views import Notice
 from imserver.store import outbox
 
-BATCH = 500
-MAX_PER_MESSAGE = 50  # earnings listed in one coalesced message
+PAGE = 2000  # rows claimed per transaction (short, so payments interleave)
+ROUND = 50_000  # rows claimed per sending round at most; more waits for the next round
+MAX_PER_MESSAGE = 100  # earnings listed in one message (about 30 KB: far under stanza caps)
 
 
 class Outbox:
-    """Hands unsent notifications to the XMPP layer, one message per recipient."""
+    """Hands unsent notifications to the XMPP layer, one message per recipient and round."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def claim(self, limit: int = BATCH) -> list[Notice]:
-        """Take unsent notifications (marked sent in this transaction), grouped per member.
+    async def claim(self, limit: int = ROUND) -> tuple[list[Notice], bool]:
+        """Take unsent notifications (marked sent as they are claimed), grouped per member.
 
-        What one member earned since the last claim goes out as one message: this is the
-        coalescing window (the sender waits a moment before claiming).
+        Everything a member earned since the last round goes out as one message (one per
+        ``MAX_PER_MESSAGE`` earnings): the sender runs a round at most once per window,
+        which is the digest. Returns the messages and whether more rows wait (the round
+        stopped at ``limit``).
         """
-
-        async def use_case(conn: AsyncConnection) -> list[Notice]:
-            rows = await outbox.claim(conn, self.ctx.clock(), limit)
-            grouped: dict[str, list[outbox.OutboxRow]] = {}
-            for row in rows:
-                grouped.setdefault(row.recipient, []).append(row)
-            notices = []
-            for recipient, rows_of in grouped.items():
-                # Keep each message well under the XMPP servers' stanza size limits.
-                for i in range(0, len(rows_of), MAX_PER_MESSAGE):
-                    group = rows_of[i : i + MAX_PER_MESSAGE]
-                    earnings = [{k: str(v) for k, v in r.payload.items()} for r in group]
-                    body = notification_body(earnings)
-                    notices.append(Notice([r.id for r in group], recipient, body, earnings))
-            return notices
-
-        return await self.ctx.db.transaction(use_case)
+        rows: list[outbox.OutboxRow] = []
+        while len(rows) < limit:
+            size = min(PAGE, limit - len(rows))
+            page = await self.ctx.db.transaction(partial(_claim_page, self.ctx.clock(), size))
+            rows.extend(page)
+            if len(page) < size:
+                return _messages(rows), False
+        return _messages(rows), True
 
     async def give_back(self, ids: Sequence[int]) -> None:
         """Unclaim notifications that were never written to the link."""
@@ -56,3 +52,21 @@ class Outbox:
     async def unsent(self) -> int:
         """How many notifications are waiting."""
         return await self.ctx.db.transaction(outbox.unsent_count)
+
+
+async def _claim_page(now: datetime, size: int, conn: AsyncConnection) -> list[outbox.OutboxRow]:
+    return await outbox.claim(conn, now, size)
+
+
+def _messages(rows: list[outbox.OutboxRow]) -> list[Notice]:
+    grouped: dict[str, list[outbox.OutboxRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.recipient, []).append(row)
+    notices = []
+    for recipient, rows_of in grouped.items():
+        for i in range(0, len(rows_of), MAX_PER_MESSAGE):
+            group = rows_of[i : i + MAX_PER_MESSAGE]
+            earnings = [{k: str(v) for k, v in r.payload.items()} for r in group]
+            body = notification_body(earnings)
+            notices.append(Notice([r.id for r in group], recipient, body, earnings))
+    return notices

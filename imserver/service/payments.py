@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.domain import allocation
 from imserver.domain.chains import SCOPES
 from imserver.domain.money import parse_minor_units
+from imserver.domain.policy import Policy
 from imserver.service.authz import MERCHANT, resolve_actor
+from imserver.service.batching import GroupCommit
+from imserver.service.chaincache import ChainCache
 from imserver.service.context import Context
-from imserver.service.errors import bad_request, conflict, forbidden, not_acceptable, not_found
+from imserver.service.errors import (
+    ServiceError,
+    bad_request,
+    conflict,
+    forbidden,
+    not_acceptable,
+    not_found,
+)
 from imserver.service.membership import parse_jid
 from imserver.service.money_views import DistributionView, share_views
-from imserver.service.policies import current_policy
 from imserver.store import ledger, members, outbox
 from imserver.store import payments as store
 from imserver.store.ledger import AccountKey
-from imserver.store.models import Member
-from imserver.store.payments import PaymentRecord, ShareRecord
-from imserver.store.records import MemberRecord
+from imserver.store.payments import NewPayment, PaymentRecord, ShareRecord
+from imserver.store.records import MemberRecord, PayerChain
 
 MAX_REF = 128
 EARNER_ROLES = ("referrer", "agent")
@@ -36,13 +44,65 @@ def parse_ref(raw: str | None, what: str) -> str:
     return raw
 
 
+@dataclass(frozen=True)
+class PaymentRequest:
+    """A payment as the merchant's bot sent it: attributes unparsed (the batch checks)."""
+
+    sender: str
+    ref: str | None
+    payer: str | None
+    amount: str | None
+    currency: str | None
+    merchant: str | None = None
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """A request that passed every check that needs no payer: where it stands in the batch."""
+
+    index: int
+    merchant: MemberRecord
+    ref: str
+    payer: str
+    amount: int
+    currency: str
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.merchant.id, self.ref)
+
+    def same_as(self, other: _Accepted) -> bool:
+        return (self.payer, self.amount, self.currency) == (
+            other.payer,
+            other.amount,
+            other.currency,
+        )
+
+
 class Payments:
-    """``payment`` and ``refund`` for a merchant (its own JID or one of its bots)."""
+    """``payment`` and ``refund`` for a merchant (its own JID or one of its bots).
+
+    Payments go through one writer per process (group commit, ``service/batching.py``):
+    the requests that arrive together are checked one by one and then written by a few
+    set-based statements in one transaction. Chains, statuses, bot links and the policy
+    come from a cache that the database's chain epoch keeps right (``chaincache.py``).
+    """
 
     def __init__(self, ctx: Context, *, notify: bool = True) -> None:
         self.ctx = ctx
         # Notifications can be switched off (benchmarks measure the difference).
         self.notify = notify
+        self.cache = ChainCache(ctx.config.payments.cached_payers)
+        self.writer: GroupCommit[PaymentRequest, DistributionView] = GroupCommit(
+            ctx.db,
+            self._pay_batch,
+            cap=ctx.config.payments.batch_max,
+            after_commit=ctx.outbox_written,
+        )
+
+    async def close(self) -> None:
+        """Stop the writer (a batch in flight is rolled back unless it committed)."""
+        await self.writer.close()
 
     def _currency(self, raw: str | None) -> str:
         code = (raw or "").strip()
@@ -59,16 +119,17 @@ class Payments:
         ``named`` is the optional ``merchant`` attribute: a sender naming a merchant it
         may not report for is refused (forbidden), whoever it is.
         """
-        actor = await resolve_actor(conn, sender, self.ctx.config)
-        actor.require("payment.send")
-        if MERCHANT in actor.kinds and actor.member is not None:
-            merchant: MemberRecord | None = actor.member
-        elif actor.bot_of is not None:
-            merchant = await members.get_by_id(conn, actor.bot_of)
-        else:
-            merchant = None
-        if merchant is None or merchant.role != "merchant" or not merchant.active:
-            raise forbidden(f"{sender} is not a bot of an active merchant")
+        merchant = self.cache.merchant_of(sender)
+        if merchant is None:
+            actor = await resolve_actor(conn, sender, self.ctx.config)
+            actor.require("payment.send")
+            if MERCHANT in actor.kinds and actor.member is not None:
+                merchant = actor.member
+            elif actor.bot_of is not None:
+                merchant = await members.get_by_id(conn, actor.bot_of)
+            if merchant is None or merchant.role != "merchant" or not merchant.active:
+                raise forbidden(f"{sender} is not a bot of an active merchant")
+            self.cache.remember_merchant(sender, merchant)
         if named is not None and parse_jid(named, "merchant") != merchant.jid:
             raise forbidden(f"{sender} may not report payments for {named[:100]}")
         return merchant
@@ -83,152 +144,142 @@ class Payments:
         merchant_jid: str | None = None,
     ) -> DistributionView:
         """Distribute a payment exactly once; a repeat gets the stored answer."""
+        return await self.writer.submit(
+            PaymentRequest(sender, ref, payer, amount, currency, merchant_jid)
+        )
 
-        async def use_case(conn: AsyncConnection) -> DistributionView:
-            merchant = await self._merchant_of_sender(conn, sender, merchant_jid)
-            payment_ref = parse_ref(ref, "payment id")
-            payer_jid = parse_jid(payer, "payer")
-            code = self._currency(currency)
+    async def _accept(self, conn: AsyncConnection, index: int, r: PaymentRequest) -> _Accepted:
+        """Every check of a request that needs no payer, in the protocol's order."""
+        merchant = await self._merchant_of_sender(conn, r.sender, r.merchant)
+        ref = parse_ref(r.ref, "payment id")
+        payer = parse_jid(r.payer, "payer")
+        code = self._currency(r.currency)
+        try:
+            value = parse_minor_units(r.amount or "", cap=self.ctx.config.money.currencies[code])
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        return _Accepted(index, merchant, ref, payer, value, code)
+
+    async def _pay_batch(
+        self, conn: AsyncConnection, requests: Sequence[PaymentRequest]
+    ) -> list[DistributionView | ServiceError]:
+        """Answer a batch of payment requests in one transaction (see ``GroupCommit``)."""
+        await self.cache.sync(conn)
+        version, policy = await self.cache.policy(conn)
+        out: list[DistributionView | ServiceError | None] = [None] * len(requests)
+        accepted: list[_Accepted] = []
+        for i, r in enumerate(requests):
             try:
-                value = parse_minor_units(amount or "", cap=self.ctx.config.money.currencies[code])
-            except ValueError as exc:
-                raise bad_request(str(exc)) from None
-            existing = await store.find_payment(conn, merchant.id, payment_ref)
-            if existing is not None:
-                return await self._replay(conn, existing, merchant, payer_jid, value, code)
-            payer_rec = await members.get_by_jid(conn, payer_jid, shared=True)
-            if payer_rec is None:
-                raise not_found(f"payer {payer_jid} is not a member")
-            if not payer_rec.active:
-                raise not_acceptable(f"payer {payer_jid} is {payer_rec.status}")
-            return await self._distribute(conn, merchant, payer_rec, payment_ref, value, code)
-
-        return await self.ctx.db.transaction(use_case)
-
-    async def _replay(
-        self,
-        conn: AsyncConnection,
-        p: PaymentRecord,
-        merchant: MemberRecord,
-        payer_jid: str,
-        amount: int,
-        currency: str,
-    ) -> DistributionView:
-        payer = await members.get_by_id(conn, p.payer_id)
-        if payer is None or payer.jid != payer_jid or p.amount != amount or p.currency != currency:
-            raise conflict(
-                f"payment {p.ref} was already reported with another payer, amount or currency"
-            )
-        shares = await store.shares_of(conn, p.id)
-        return DistributionView(
-            p.ref, merchant.jid, p.amount, p.currency, p.policy_version, share_views(shares)
+                accepted.append(await self._accept(conn, i, r))
+            except ServiceError as exc:
+                out[i] = exc
+        stored = await store.find_payments(conn, list({a.key for a in accepted}))
+        chains = await self.cache.payers(
+            conn, {a.payer for a in accepted if a.key not in stored}, policy.levels
         )
-
-    async def _live(self, conn: AsyncConnection, ids: set[int]) -> set[int]:
-        """Which of these members are active (a terminated one earns nothing more)."""
-        if not ids:
-            return set()
-        stmt = select(Member.id).where(Member.id.in_(ids), Member.status == "active")
-        return {int(i) for i in (await conn.execute(stmt)).scalars()}
-
-    async def _distribute(
-        self,
-        conn: AsyncConnection,
-        merchant: MemberRecord,
-        payer: MemberRecord,
-        ref: str,
-        amount: int,
-        currency: str,
-    ) -> DistributionView:
         now = self.ctx.clock()
-        versioned = await current_policy(conn)
-        policy = versioned.policy
-        # The stored upline (nearest first, with JIDs), cut to the policy's levels.
-        links = await members.upline_view(conn, payer.id, policy.levels)
-        upline = [link.member_id for link in links]
-        # The payer's stored agency chain (computed at registration, kept by repair).
-        agency = await members.agency_view(conn, payer.id)
-        live = await self._live(
-            conn, {*upline, *(a.agent_id for a in agency if a.agent_id is not None)}
-        )
+        settle_at = now + timedelta(days=self.ctx.config.policy.hold_days)
+        new: dict[tuple[int, str], tuple[_Accepted, NewPayment, list[ShareRecord]]] = {}
+        repeats: list[tuple[_Accepted, _Accepted]] = []
+        for a in accepted:
+            try:
+                if a.key in new:
+                    # The same id twice in one batch: the second is a repeat of the first.
+                    first = new[a.key][0]
+                    if not a.same_as(first):
+                        raise _conflict(a.ref)
+                    repeats.append((a, first))
+                elif a.key in stored:
+                    out[a.index] = await self._replay(conn, stored[a.key], a)
+                else:
+                    new[a.key] = (a, *self._allocate(a, chains.get(a.payer), policy, version,
+                                                     now, settle_at))  # fmt: skip
+            except ServiceError as exc:
+                out[a.index] = exc
+        if new:
+            await self._write(conn, list(new.values()), now)
+        views = {}
+        for a, _, shares in new.values():
+            views[a.key] = DistributionView(
+                a.ref, a.merchant.jid, a.amount, a.currency, version, share_views(shares)
+            )
+            out[a.index] = views[a.key]
+        for a, first in repeats:
+            out[a.index] = views[first.key]
+        assert all(o is not None for o in out)
+        return out  # type: ignore[return-value]
+
+    def _allocate(
+        self,
+        a: _Accepted,
+        chain: PayerChain | None,
+        policy: Policy,
+        version: int,
+        now: datetime,
+        settle_at: datetime,
+    ) -> tuple[NewPayment, list[ShareRecord]]:
+        """The split of one new payment, from the payer's chains as cached."""
+        if chain is None:
+            raise not_found(f"payer {a.payer} is not a member")
+        if not chain.member.active:
+            raise not_acceptable(f"payer {a.payer} is {chain.member.status}")
+        upline = chain.upline[: policy.levels]
+        agency = [(SCOPES[level], agent) for level, agent in chain.agency]
         shares = allocation.allocate(
-            amount,
+            a.amount,
             policy,
-            [m if m in live else None for m in upline],
-            [(SCOPES[a.scope_level], a.agent_id if a.agent_id in live else None) for a in agency],
-            merchant.id,
+            [m.member_id if m.active else None for m in upline],
+            [(scope, g.member_id if g is not None and g.active else None) for scope, g in agency],
+            a.merchant.id,
         )
-        # The insert comes first: a concurrent duplicate stops here on the unique key
-        # before it locks any account, and is retried into the replay path.
-        payment_id = await store.insert_payment(
-            conn,
-            merchant_id=merchant.id,
-            ref=ref,
-            payer_id=payer.id,
-            amount=amount,
-            currency=currency,
-            policy_version=versioned.version,
-            now=now,
-            settle_at=now + timedelta(days=self.ctx.config.policy.hold_days),
-        )
+        jids: dict[int | None, str] = {m.member_id: m.jid for m in upline}
+        jids.update((g.member_id, g.jid) for _, g in agency if g is not None)
+        jids[a.merchant.id] = a.merchant.jid
         rows = [(s.role, s.level, s.scope, s.member_id, s.amount) for s in shares]
-        await store.insert_shares(conn, payment_id, rows)
-        # What was just stored, with the JIDs read above in this transaction: no re-read.
-        jids: dict[int | None, str | None] = {link.member_id: link.jid for link in links}
-        jids.update((a.agent_id, a.agent_jid) for a in agency if a.agent_id is not None)
-        jids[merchant.id] = merchant.jid
-        stored = [
+        records = [
             ShareRecord(seq, role, level, scope, member_id, jids.get(member_id), share, 0)
             for seq, (role, level, scope, member_id, share) in enumerate(rows)
         ]
-        moves: dict[AccountKey, int] = defaultdict(int)
-        moves[ledger.system_account(ledger.PAYMENTS_IN, currency)] -= amount
-        for s in shares:
-            moves[_share_account(s.role, s.member_id, currency, settled=False)] += s.amount
-        await ledger.post(
-            conn, kind="payment", currency=currency, moves=moves, at=now, payment_id=payment_id
-        )
-        if self.notify:
-            await self._notify(conn, stored, None, ref, merchant, payer.jid, currency, now)
-        return DistributionView(
-            ref, merchant.jid, amount, currency, versioned.version, share_views(stored)
-        )
+        payment = NewPayment(
+            a.merchant.id, a.ref, chain.member.id, a.amount, a.currency, version, now,
+            settle_at, rows,
+        )  # fmt: skip
+        return payment, records
 
-    async def _notify(
+    async def _write(
         self,
         conn: AsyncConnection,
-        shares: list[ShareRecord],
-        parts: list[int] | None,
-        ref: str,
-        merchant: MemberRecord,
-        payer_jid: str,
-        currency: str,
-        now: Any,
-        refund_ref: str | None = None,
+        new: list[tuple[_Accepted, NewPayment, list[ShareRecord]]],
+        now: datetime,
     ) -> None:
-        """Queue one outbox row per earner share (in this transaction)."""
-        rows = []
-        for i, s in enumerate(shares):
-            amount = s.amount if parts is None else -parts[i]
-            if s.role not in EARNER_ROLES or not amount or s.member_id is None or not s.jid:
-                continue
-            payload = {
-                "payment": ref,
-                "merchant": merchant.jid,
-                "merchant_name": merchant.name or merchant.jid,
-                "payer": payer_jid,
-                "amount": str(amount),
-                "currency": currency,
-                "role": s.role,
-            }
-            if s.level is not None:
-                payload["level"] = str(s.level)
-            if s.scope:
-                payload["scope"] = s.scope
-            if refund_ref:
-                payload["refund"] = refund_ref
-            rows.append((s.member_id, s.jid, payload))
-        await outbox.add(conn, rows, now)
+        """Store new payments, their shares, ledger movements and notifications."""
+        ids = await store.insert_payments(conn, [p for _, p, _ in new])
+        movements = []
+        notices: list[tuple[int, str, dict[str, str]]] = []
+        for payment_id, (a, _, shares) in zip(ids, new, strict=True):
+            moves: dict[AccountKey, int] = defaultdict(int)
+            moves[ledger.system_account(ledger.PAYMENTS_IN, a.currency)] -= a.amount
+            for s in shares:
+                moves[_share_account(s.role, s.member_id, a.currency, settled=False)] += s.amount
+            movements.append(
+                ledger.Movement("payment", a.currency, moves, now, payment_id=payment_id)
+            )
+            if self.notify:
+                notices.extend(_earnings(shares, None, a.ref, a.merchant, a.payer, a.currency))
+        await ledger.post_many(conn, movements)
+        await outbox.add(conn, notices, now)
+
+    async def _replay(
+        self, conn: AsyncConnection, p: PaymentRecord, a: _Accepted
+    ) -> DistributionView:
+        payer = await members.get_by_id(conn, p.payer_id)
+        same = payer is not None and payer.jid == a.payer
+        if not same or p.amount != a.amount or p.currency != a.currency:
+            raise _conflict(p.ref)
+        shares = await store.shares_of(conn, p.id)
+        return DistributionView(
+            p.ref, a.merchant.jid, p.amount, p.currency, p.policy_version, share_views(shares)
+        )
 
     async def refund(
         self,
@@ -261,7 +312,9 @@ class Payments:
                 )
             return await self._reverse(conn, merchant, p, refund_ref, value)
 
-        return await self.ctx.db.transaction(use_case)
+        view = await self.ctx.db.transaction(use_case)
+        self.ctx.outbox_written()
+        return view
 
     async def _replay_refund(
         self,
@@ -324,9 +377,8 @@ class Payments:
         if self.notify:
             payer = await members.get_by_id(conn, p.payer_id)
             payer_jid = payer.jid if payer else "a member"
-            await self._notify(
-                conn, shares, parts, p.ref, merchant, payer_jid, p.currency, now, refund_ref=ref
-            )
+            earnings = _earnings(shares, parts, p.ref, merchant, payer_jid, p.currency, ref)
+            await outbox.add(conn, earnings, now)
         return DistributionView(
             p.ref,
             merchant.jid,
@@ -349,3 +401,41 @@ def _share_account(role: str, member_id: int | None, currency: str, *, settled: 
     return ledger.member_account(
         member_id, ledger.AVAILABLE if settled else ledger.PENDING, currency
     )
+
+
+def _conflict(ref: str) -> ServiceError:
+    return conflict(f"payment {ref} was already reported with another payer, amount or currency")
+
+
+def _earnings(
+    shares: Sequence[ShareRecord],
+    parts: Sequence[int] | None,
+    ref: str,
+    merchant: MemberRecord,
+    payer_jid: str,
+    currency: str,
+    refund_ref: str | None = None,
+) -> list[tuple[int, str, dict[str, str]]]:
+    """The outbox rows of a payment (or of a refund's ``parts``): one per earner share."""
+    rows = []
+    for i, s in enumerate(shares):
+        amount = s.amount if parts is None else -parts[i]
+        if s.role not in EARNER_ROLES or not amount or s.member_id is None or not s.jid:
+            continue
+        payload = {
+            "payment": ref,
+            "merchant": merchant.jid,
+            "merchant_name": merchant.name or merchant.jid,
+            "payer": payer_jid,
+            "amount": str(amount),
+            "currency": currency,
+            "role": s.role,
+        }
+        if s.level is not None:
+            payload["level"] = str(s.level)
+        if s.scope:
+            payload["scope"] = s.scope
+        if refund_ref:
+            payload["refund"] = refund_ref
+        rows.append((s.member_id, s.jid, payload))
+    return rows

@@ -35,6 +35,10 @@ class Services:
     withdrawals: Withdrawals
     outbox: Outbox
 
+    async def close(self) -> None:
+        """Stop the background writers (before the database is disposed)."""
+        await self.payments.close()
+
     @classmethod
     def build(cls, ctx: Context) -> Services:
         """Wire the services over one context."""

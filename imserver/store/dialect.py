@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Table, bindparam, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,3 +28,65 @@ def for_update(conn: AsyncConnection, stmt: Any, *, shared: bool = False) -> Any
     if conn.dialect.name != "postgresql":
         return stmt
     return stmt.with_for_update(read=shared)
+
+
+# (dialect name, table, columns) -> (SQL, bind processors in column order)
+_BULK: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[Any]]] = {}
+
+
+def _bulk_statement(conn: AsyncConnection, table: Table, columns: tuple[str, ...]) -> Any:
+    key = (conn.dialect.name, table.name, columns)
+    found = _BULK.get(key)
+    if found is None:
+        dialect = conn.dialect
+        stmt = insert(table).values({c: bindparam(c) for c in columns}).inline()
+        compiled = stmt.compile(dialect=dialect)
+        assert list(compiled.positiontup or ()) == list(columns)
+        types = [table.c[c].type.dialect_impl(dialect) for c in columns]
+        processors = [t.bind_processor(dialect) for t in types]
+        found = _BULK[key] = (str(compiled), processors)
+    return found
+
+
+async def bulk_insert(
+    conn: AsyncConnection, table: Table, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert many rows with one ``executemany`` of a statement compiled once per dialect.
+
+    The hot path of payments writes thousands of rows per batch: building, caching and
+    processing a Core statement cost about 10 us a row, the driver's own executemany
+    about 1. Values go through the columns' bind processors (SQLite stores datetimes as
+    text), so what is written is what the ORM would write.
+    """
+    if not rows:
+        return
+    sql, processors = _bulk_statement(conn, table, columns)
+    active = [(i, p) for i, p in enumerate(processors) if p is not None]
+    if active:
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i, process in active:
+                values[i] = process(values[i])
+            converted.append(tuple(values))
+        rows = converted
+    await conn.exec_driver_sql(sql, list(rows))
+
+
+async def reserve_ids(conn: AsyncConnection, table: Table, count: int) -> list[int]:
+    """Ids for ``count`` new rows of ``table``, taken before the insert (so that a bulk
+    insert needs no RETURNING).
+
+    PostgreSQL: the column's sequence, safe with any number of processes. SQLite: the
+    next ids after the largest, safe because the transaction holds the database's only
+    write lock (BEGIN IMMEDIATE) until it commits.
+    """
+    if count <= 0:
+        return []
+    pk = table.c.id
+    if conn.dialect.name == "postgresql":
+        stmt = text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)")
+        found = await conn.execute(stmt, {"t": table.name, "n": count})
+        return [int(i) for i in found.scalars()]
+    top = (await conn.execute(select(func.coalesce(func.max(pk), 0)))).scalar_one()
+    return list(range(int(top) + 1, int(top) + 1 + count))

@@ -12,16 +12,16 @@ by every use case, so that two transactions never wait for each other in a cycle
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, func, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.dialect import for_update
+from imserver.store.dialect import bulk_insert, for_update, reserve_ids, upsert
 from imserver.store.models import Account, LedgerEntry, LedgerTxn, Payment, Refund, Withdrawal
 
 # Writes go through the Core tables: the ORM's per-statement bookkeeping for an INSERT
@@ -41,9 +41,9 @@ PAYMENTS_IN = "payments"
 PAYOUTS = "payouts"
 
 
-@dataclass(frozen=True, order=True)
-class AccountKey:
-    """Identifies an account; the ordering is the lock order."""
+class AccountKey(NamedTuple):
+    """Identifies an account; the ordering is the lock order (a tuple: hashed and compared
+    in C, which matters when a batch of payments sums its moves)."""
 
     owner: str
     bucket: str
@@ -70,6 +70,28 @@ class UnbalancedMovement(ValueError):
     """A movement whose entries do not sum to zero (a bug, never a user error)."""
 
 
+@dataclass(frozen=True)
+class Movement:
+    """One balanced movement to record: signed amounts per account, and what caused it."""
+
+    kind: str
+    currency: str
+    moves: Mapping[AccountKey, int]
+    at: datetime
+    payment_id: int | None = None
+    refund_id: int | None = None
+    withdrawal_id: int | None = None
+
+    def checked(self) -> dict[AccountKey, int]:
+        """The non-zero moves, after proving that they balance in one currency."""
+        moves = {k: v for k, v in self.moves.items() if v}
+        if sum(moves.values()) != 0:
+            raise UnbalancedMovement(f"{self.kind}: entries sum to {sum(moves.values())}")
+        if any(k.currency != self.currency for k in moves):
+            raise UnbalancedMovement(f"{self.kind}: an entry is not in {self.currency}")
+        return moves
+
+
 async def post(
     conn: AsyncConnection,
     *,
@@ -86,44 +108,53 @@ async def post(
     ``moves`` maps accounts to signed amounts; zero amounts are left out, and a movement
     with nothing left is not recorded (None).
     """
-    moves = {k: v for k, v in moves.items() if v}
-    if sum(moves.values()) != 0:
-        raise UnbalancedMovement(f"{kind}: entries sum to {sum(moves.values())}")
-    if any(k.currency != currency for k in moves):
-        raise UnbalancedMovement(f"{kind}: an entry is not in {currency}")
-    if not moves:
-        return None
-    keys = sorted(moves)
-    ids = await _apply(conn, [(k, moves[k]) for k in keys])
-    txn_id = int(
-        (
-            await conn.execute(
-                insert(_TXN)
-                .values(
-                    kind=kind,
-                    currency=currency,
-                    payment_id=payment_id,
-                    refund_id=refund_id,
-                    withdrawal_id=withdrawal_id,
-                    at=at,
-                )
-                .returning(_TXN.c.id)
-            )
-        ).scalar_one()
+    movement = Movement(kind, currency, moves, at, payment_id, refund_id, withdrawal_id)
+    return (await post_many(conn, [movement]))[0]
+
+
+async def post_many(conn: AsyncConnection, movements: Sequence[Movement]) -> list[int | None]:
+    """Record several movements with one upsert of every account they touch.
+
+    Each account's balance moves once by the sum of its amounts (a batch of payments to
+    one merchant updates its sales account once), the accounts in key order, which is the
+    lock order. Returns each movement's id (None for one with nothing left to record).
+    """
+    checked = [m.checked() for m in movements]
+    totals: dict[AccountKey, int] = defaultdict(int)
+    for moves in checked:
+        for key, amount in moves.items():
+            totals[key] += amount
+    if not totals:
+        return [None] * len(movements)
+    ids = await _apply(conn, sorted(totals.items()))
+    recorded = [i for i, moves in enumerate(checked) if moves]
+    txn_ids = await reserve_ids(conn, _TXN, len(recorded))
+    await bulk_insert(
+        conn,
+        _TXN,
+        _TXN_INSERT,
+        [
+            (t, m.kind, m.currency, m.payment_id, m.refund_id, m.withdrawal_id, m.at)
+            for t, m in zip(txn_ids, (movements[i] for i in recorded), strict=True)
+        ],
     )
-    await conn.execute(
-        insert(_ENTRY),
-        [{"txn_id": txn_id, "account_id": ids[k], "amount": moves[k]} for k in keys],
-    )
-    return txn_id
+    out: list[int | None] = [None] * len(movements)
+    entries: list[tuple[int, int, int]] = []
+    for i, txn_id in zip(recorded, txn_ids, strict=True):
+        out[i] = txn_id
+        entries.extend((txn_id, ids[k], v) for k, v in sorted(checked[i].items()))
+    await bulk_insert(conn, _ENTRY, ("txn_id", "account_id", "amount"), entries)
+    return out
+
+
+_TXN_INSERT = ("id", "kind", "currency", "payment_id", "refund_id", "withdrawal_id", "at")
 
 
 async def _apply(
     conn: AsyncConnection, moves: list[tuple[AccountKey, int]]
 ) -> dict[AccountKey, int]:
     """Add each amount to its account (created at need), in key order; the accounts' ids."""
-    ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = ins(_ACCOUNT).values(
+    stmt = upsert(conn, Account).values(
         [
             {
                 "owner": k.owner,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import aliased
 
 from imserver.store.dialect import for_update, upsert
 from imserver.store.models import AgencyLink, Agent, Member, Region, RuleCounter, Upline
-from imserver.store.records import AgencyView, MemberRecord, UplineLink
+from imserver.store.records import AgencyView, ChainMember, MemberRecord, PayerChain, UplineLink
 
 _MEMBER_COLS = (
     Member.id,
@@ -232,3 +232,43 @@ async def agent_regions_of(conn: AsyncConnection, member_id: int) -> list[str]:
     """The regions where this member is the active agent."""
     stmt = select(Agent.region_code).where(Agent.member_id == member_id)
     return list((await conn.execute(stmt)).scalars())
+
+
+async def payer_chains(
+    conn: AsyncConnection, jids: Sequence[str], levels: int
+) -> dict[str, PayerChain]:
+    """Payers by JID with their stored upline (up to ``levels``) and agency chain.
+
+    Three statements for any number of payers; JIDs that are no member are left out.
+    """
+    if not jids:
+        return {}
+    found = {
+        r.id: r
+        for r in map(_record, await conn.execute(select(*_MEMBER_COLS).where(Member.jid.in_(jids))))
+    }
+    if not found:
+        return {}
+    ids = list(found)
+    anc = _ANCESTOR
+    uplines: dict[int, list[ChainMember]] = {i: [] for i in ids}
+    stmt = (
+        select(Upline.member_id, anc.id, anc.jid, anc.status)
+        .join(anc, anc.id == Upline.ancestor_id)
+        .where(Upline.member_id.in_(ids), Upline.level <= levels)
+        .order_by(Upline.member_id, Upline.level)
+    )
+    for member_id, aid, ajid, status in await conn.execute(stmt):
+        uplines[member_id].append(ChainMember(aid, ajid, status == "active"))
+    agent = _AGENT
+    agency: dict[int, list[tuple[int, ChainMember | None]]] = {i: [] for i in ids}
+    agency_stmt = (
+        select(AgencyLink.member_id, AgencyLink.scope_level, agent.id, agent.jid, agent.status)
+        .outerjoin(agent, agent.id == AgencyLink.agent_id)
+        .where(AgencyLink.member_id.in_(ids))
+        .order_by(AgencyLink.member_id, AgencyLink.scope_level.desc())
+    )
+    for member_id, level, gid, gjid, status in await conn.execute(agency_stmt):
+        who = ChainMember(gid, gjid, status == "active") if gid is not None else None
+        agency[member_id].append((level, who))
+    return {m.jid: PayerChain(m, tuple(uplines[i]), tuple(agency[i])) for i, m in found.items()}

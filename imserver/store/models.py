@@ -272,3 +272,12 @@ class OutboxMessage(Base):
 Index("ix_payments_due", Payment.settled_at, Payment.settle_at)
 Index("ix_ledger_entries_account", LedgerEntry.account_id, LedgerEntry.id)
 Index("ix_outbox_unsent", OutboxMessage.sent_at, OutboxMessage.id)
+
+
+class ChainEpoch(Base):
+    """One row: a counter that triggers bump on every change of chains, member statuses,
+    agents, bots or policies (migration 0003). Caches of those compare it per batch."""
+
+    __tablename__ = "chain_epoch"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from imserver.store.dialect import bulk_insert
 from imserver.store.models import OutboxMessage
+
+_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -27,20 +30,25 @@ async def add(
     conn: AsyncConnection, rows: Sequence[tuple[int, str, dict[str, Any]]], now: datetime
 ) -> None:
     """Queue notifications: (member id, recipient JID, payload)."""
-    if rows:
-        await conn.execute(
-            insert(OutboxMessage),
-            [
-                {
-                    "member_id": member_id,
-                    "recipient": recipient,
-                    "payload": json.dumps(payload, ensure_ascii=False, sort_keys=True),
-                    "created_at": now,
-                    "sent_at": None,
-                }
-                for member_id, recipient, payload in rows
-            ],
-        )
+    await bulk_insert(
+        conn,
+        _OUTBOX,
+        ("member_id", "recipient", "payload", "created_at", "sent_at"),
+        [
+            (
+                member_id,
+                recipient,
+                json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                now,
+                None,
+            )
+            for member_id, recipient, payload in rows
+        ],
+    )
+
+
+def _json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
 
 
 async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[OutboxRow]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.dialect import for_update
+from imserver.store.dialect import bulk_insert, for_update, reserve_ids
 from imserver.store.models import Member, Payment, PaymentShare, Refund, RefundShare
 
 # Inserts go through the Core tables: the ORM's bookkeeping for an INSERT of the mapped
@@ -33,8 +34,7 @@ class PaymentRecord:
     settled_at: datetime | None
 
 
-@dataclass(frozen=True)
-class ShareRecord:
+class ShareRecord(NamedTuple):
     """A stored share, with the beneficiary's JID (None for the platform)."""
 
     seq: int
@@ -87,60 +87,66 @@ async def get_payment(conn: AsyncConnection, payment_id: int) -> PaymentRecord |
     return PaymentRecord(*row) if row else None
 
 
-async def insert_payment(
-    conn: AsyncConnection,
-    *,
-    merchant_id: int,
-    ref: str,
-    payer_id: int,
-    amount: int,
-    currency: str,
-    policy_version: int,
-    now: datetime,
-    settle_at: datetime,
-) -> int:
-    """Insert a payment; a concurrent duplicate fails on the (merchant, ref) unique key."""
-    stmt = (
-        insert(_PAYMENT)
-        .values(
-            merchant_id=merchant_id,
-            ref=ref,
-            payer_id=payer_id,
-            amount=amount,
-            currency=currency,
-            policy_version=policy_version,
-            refunded=0,
-            created_at=now,
-            settle_at=settle_at,
-            settled_at=None,
-        )
-        .returning(_PAYMENT.c.id)
-    )
-    return int((await conn.execute(stmt)).scalar_one())
+@dataclass(frozen=True)
+class NewPayment:
+    """A payment to insert, with its share snapshot in allocation order."""
+
+    merchant_id: int
+    ref: str
+    payer_id: int
+    amount: int
+    currency: str
+    policy_version: int
+    created_at: datetime
+    settle_at: datetime
+    # (role, level, scope, member id, amount)
+    shares: Sequence[tuple[str, int | None, str | None, int | None, int]]
 
 
-async def insert_shares(
-    conn: AsyncConnection,
-    payment_id: int,
-    shares: Sequence[tuple[str, int | None, str | None, int | None, int]],
-) -> None:
-    """Store the snapshot: (role, level, scope, member id, amount) in allocation order."""
-    await conn.execute(
-        insert(_SHARE),
+async def find_payments(
+    conn: AsyncConnection, keys: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], PaymentRecord]:
+    """The stored payments among these (merchant id, ref) keys."""
+    if not keys:
+        return {}
+    stmt = select(*_PAYMENT_COLS).where(tuple_(Payment.merchant_id, Payment.ref).in_(keys))
+    found = [PaymentRecord(*row) for row in await conn.execute(stmt)]
+    return {(p.merchant_id, p.ref): p for p in found}
+
+
+_PAYMENT_INSERT = ("id", "merchant_id", "ref", "payer_id", "amount", "currency",
+                   "policy_version", "refunded", "created_at", "settle_at",
+                   "settled_at")  # fmt: skip
+_SHARE_INSERT = ("payment_id", "seq", "role", "level", "scope", "member_id", "amount", "refunded")
+
+
+async def insert_payments(conn: AsyncConnection, payments: Sequence[NewPayment]) -> list[int]:
+    """Insert payments and their shares (two statements for any number); their ids in order.
+
+    A duplicate (merchant, ref), stored meanwhile by another process, fails the unique key.
+    """
+    ids = await reserve_ids(conn, _PAYMENT, len(payments))
+    await bulk_insert(
+        conn,
+        _PAYMENT,
+        _PAYMENT_INSERT,
         [
-            {
-                "payment_id": payment_id,
-                "seq": seq,
-                "role": role,
-                "level": level,
-                "scope": scope,
-                "member_id": member_id,
-                "amount": amount,
-                "refunded": 0,
-            }
-            for seq, (role, level, scope, member_id, amount) in enumerate(shares)
+            (i, p.merchant_id, p.ref, p.payer_id, p.amount, p.currency, p.policy_version, 0,
+             p.created_at, p.settle_at, None)
+            for i, p in zip(ids, payments, strict=True)
+        ],
+    )  # fmt: skip
+    await bulk_insert(
+        conn,
+        _SHARE,
+        _SHARE_INSERT,
+        [
+            (payment_id, seq, role, level, scope, member_id, amount, 0)
+            for payment_id, p in zip(ids, payments, strict=True)
+            for seq, (role, level, scope, member_id, amount) in enumerate(p.shares)
         ],
     )
+    return ids
 
 
 async def shares_of(conn: AsyncConnection, payment_id: int) -> list[ShareRecord]:

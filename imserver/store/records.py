@@ -46,3 +46,22 @@ class AgencyView:
     region_code: str
     agent_id: int | None
     agent_jid: str | None
+
+
+@dataclass(frozen=True)
+class ChainMember:
+    """A beneficiary on a stored chain: its id, JID and whether it is active."""
+
+    member_id: int
+    jid: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class PayerChain:
+    """What a payment needs of its payer: the member, its upline (nearest first, up to
+    the asked levels) and its agency chain (scope level, agent or None; district first)."""
+
+    member: MemberRecord
+    upline: tuple[ChainMember, ...]
+    agency: tuple[tuple[int, ChainMember | None], ...]

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What one member earns within this many seconds goes out as one message.
-COALESCE_WINDOW = 0.05
 # How long the server may take to confirm a batch before it is given back.
 CONFIRM_TIMEOUT = 5.0
 EARNING_ATTRS = ("payment", "refund", "merchant", "payer", "amount", "currency", "role",
@@ -40,14 +38,18 @@ EARNING_ATTRS = ("payment", "refund", "merchant", "payer", "amount", "currency",
 class Notifier:
     """Drains the outbox in the background: kicked after every commit that wrote to it."""
 
-    def __init__(self, component: Component, window: float = COALESCE_WINDOW) -> None:
+    def __init__(self, component: Component) -> None:
         self.component = component
         self.outbox = component.services.outbox
-        self.window = window
+        # What one member earns within this many seconds goes out as one message.
+        self.window = component.config.notifications.window
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
+        self.rounds = 0  # rounds that sent something: a recipient gets one message per round
         component.add_event_handler("session_start", self._on_connected)
+        # Whoever commits notifications (payments, refunds, any later writer) wakes us.
+        component.services.ctx.outbox_listeners.append(self.kick)
 
     def _on_connected(self, _event: Any) -> None:
         # Whatever waited while the link was down (or before a restart) goes out now.
@@ -60,23 +62,28 @@ class Notifier:
             self._task = asyncio.ensure_future(self._drain())
 
     async def _drain(self) -> None:
+        # One round per window at most: a member gets one message per round (the digest).
         while self._dirty and not self.component.stopping:
             self._dirty = False
             await asyncio.sleep(self.window)
+            if not self.component.connected_event.is_set():
+                continue  # the reconnect kicks again
             try:
-                while self.component.connected_event.is_set():
-                    notices = await self.outbox.claim()
-                    if not notices:
-                        break
-                    if not self.component.connected_event.is_set():
-                        # Claimed while the link went down: never written, so give back.
-                        await self.outbox.give_back([i for n in notices for i in n.ids])
-                        break
-                    for notice in notices:
-                        self._send(notice)
-                    if not await self._confirmed():
-                        await self.outbox.give_back([i for n in notices for i in n.ids])
-                        break
+                notices, more = await self.outbox.claim()
+                if not notices:
+                    continue
+                ids = [i for n in notices for i in n.ids]
+                if not self.component.connected_event.is_set():
+                    # Claimed while the link went down: never written, so give back.
+                    await self.outbox.give_back(ids)
+                    continue
+                self.rounds += 1
+                for notice in notices:
+                    self._send(notice)
+                if not await self._confirmed():
+                    await self.outbox.give_back(ids)
+                elif more:
+                    self._dirty = True
             except Exception:
                 log.exception("sending notifications failed; they stay in the outbox")
 

@@ -114,6 +114,8 @@ class Harness:
         return self.services
 
     async def close(self) -> None:
+        if self.services is not None:
+            await self.services.close()
         if self.db is not None:
             await self.db.dispose()
         self.db = self.services = None

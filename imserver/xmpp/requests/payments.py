@@ -47,7 +47,6 @@ def install(component: Component) -> None:
         reply = iq.reply(clear=True)
         fill_distribution(reply["distribution"], view)
         reply.send()
-        notifier.kick()
 
     async def refund(iq: Any, sender: str) -> None:
         r = iq["refund"]
@@ -61,7 +60,6 @@ def install(component: Component) -> None:
         reply = iq.reply(clear=True)
         fill_distribution(reply["distribution"], view)
         reply.send()
-        notifier.kick()
 
     async def balance(iq: Any, sender: str) -> None:
         view = await services.ledger.balance(sender, iq["balance"]["jid"] or None)
