@@ -227,3 +227,15 @@ async def test_a_digest_carries_every_earning_once_per_window(service: Service) 
     assert messages < len(refs), "earnings were grouped"
     await asyncio.sleep(window * 3)
     assert bob.messages.empty(), "nothing more"
+
+
+async def test_a_refund_after_the_merchant_ended_is_refused(service: Service) -> None:
+    """The merchant a sender reports for is cached by payments; a refund reads the same
+    cache and must see the termination (found by the stateful soak)."""
+    n = await network(service)
+    tag = service.new_jid("r").split("@")[0]
+    await n.pay(f"{tag}-1")  # caches the merchant of the sender
+    await n.svc.repair.terminate(n.admin, n.merchant, "closed")
+    with pytest.raises(ServiceError) as refused:
+        await n.svc.payments.refund(n.merchant, f"{tag}-r1", f"{tag}-1", "100")
+    assert refused.value.condition == "forbidden"

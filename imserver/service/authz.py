@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.config import Config
 from imserver.domain.jids import domain_of
 from imserver.service.errors import ServiceError, forbidden, registration_required
-from imserver.store import members
-from imserver.store.models import Bot
+from imserver.store import bots, members
 from imserver.store.records import MemberRecord
 
 # Kinds of sender. A sender can be several (an admin who is also a user).
@@ -139,9 +137,7 @@ async def resolve_actor(conn: AsyncConnection, jid: str, config: Config) -> Acto
     if domain_of(jid) not in config.xmpp.member_domains:
         kinds.add(FOREIGN)
     member = await members.get_by_jid(conn, jid)
-    bot_of = (
-        await conn.execute(select(Bot.merchant_id).where(Bot.jid == jid))
-    ).scalar_one_or_none()
+    bot_of = await bots.merchant_of(conn, jid)
     if bot_of is not None:
         kinds.add(BOT)
     regions: tuple[str, ...] = ()

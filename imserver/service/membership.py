@@ -22,7 +22,7 @@ from imserver.service.errors import (
 from imserver.service.policies import current_policy
 from imserver.service.views import ChainView, MemberView, member_view
 from imserver.store import audit, bots, members, regions, repair
-from imserver.store.records import MemberRecord
+from imserver.store.records import MemberRecord, RegionRecord
 
 MAX_NAME = 200
 
@@ -94,17 +94,19 @@ class Membership:
             if not actor.may("register"):
                 raise forbidden(f"{sender} may not join this network")
             ref = await find_referrer(conn, self.ctx, ref_jid)
+            above: list[int] = []
             if ref.active:
                 # The referrer's line top-down, then the referrer, FOR SHARE: a repair of
                 # that line waits for us, or we retry on its result (see store.repair).
-                ref, _above = await repair.lock_line(conn, ref.id)
+                ref, above = await repair.lock_line(conn, ref.id, as_read=ref)
             if not ref.active:
                 raise not_acceptable(f"referrer {ref_jid} is {ref.status}")
             # A referrer whose region code was retired since: the newcomer lands on the
             # successor (the referrer keeps its rule number and its code).
             home = await regions.live(conn, ref.region_code)
-            region_code = home.code if home is not None else ref.region_code
-            member = await self._create(conn, sender, "user", region_code, ref)
+            if home is None:
+                raise bad_request(f"unknown region {ref.region_code}")
+            member = await self._create(conn, sender, "user", home, (ref, above))
             return member_view(member, ref.jid)
 
         return await self.ctx.db.transaction(use_case)
@@ -114,40 +116,41 @@ class Membership:
         conn: AsyncConnection,
         jid: str,
         role: str,
-        region_code: str,
-        referrer: MemberRecord | None,
+        region: RegionRecord,
+        referrer: tuple[MemberRecord, list[int]] | None,
         *,
         name: str | None = None,
         location: str | None = None,
     ) -> MemberRecord:
-        """Insert a member with its rule number, upline and agency chain."""
+        """Insert a member with its rule number, upline and agency chain.
+
+        ``region`` is live (``regions.live``); ``referrer`` is the referrer and its stored
+        upline as ``repair.lock_line`` returned them.
+        """
         now = self.ctx.clock()
-        seq = await members.next_rule_seq(conn, region_code, role_letter(role))
-        rule_number = make_rule_number(region_code, role, seq)
-        member_id = await members.insert_member(
+        seq = await members.next_rule_seq(conn, region.code, role_letter(role))
+        rule_number = make_rule_number(region.code, role, seq)
+        created = await members.insert_member(
             conn,
             jid=jid,
             rule_number=rule_number,
             role=role,
-            region_code=region_code,
-            referrer_id=referrer.id if referrer else None,
+            region_code=region.code,
+            referrer_id=referrer[0].id if referrer else None,
             now=now,
             name=name,
             location=location,
         )
         if referrer is not None:
-            above = await members.upline_ids(conn, referrer.id)
-            await members.insert_upline(conn, member_id, chains.upline_below(referrer.id, above))
-        await self._store_agency(conn, member_id, region_code)
-        created = await members.get_by_id(conn, member_id)
-        assert created is not None
+            ref, above = referrer
+            await members.insert_upline(conn, created.id, chains.upline_below(ref.id, above))
+        await self._store_agency(conn, created.id, region)
         return created
 
-    async def _store_agency(self, conn: AsyncConnection, member_id: int, region_code: str) -> None:
-        live = await regions.live(conn, region_code)
-        if live is None:
-            raise bad_request(f"unknown region {region_code}")
-        line = await regions.line(conn, live.code)
+    async def _store_agency(
+        self, conn: AsyncConnection, member_id: int, region: RegionRecord
+    ) -> None:
+        line = await regions.line_of(conn, region)
         agents = await members.agents_of(conn, [r.code for r in line], shared=True)
         links = chains.agency_chain([(r.code, r.level) for r in line], agents)
         await members.insert_agency(
@@ -209,10 +212,11 @@ class Membership:
                 raise conflict(f"{merchant_jid} is already a member ({existing.rule_number})")
             await refuse_bot(conn, merchant_jid)
             ref = None
+            above: list[int] = []
             if ref_jid:
                 ref = await find_referrer(conn, self.ctx, ref_jid)
                 if ref.active:
-                    ref, _above = await repair.lock_line(conn, ref.id)
+                    ref, above = await repair.lock_line(conn, ref.id, as_read=ref)
                 if not ref.active:
                     raise not_acceptable(f"referrer {ref_jid} is {ref.status}")
             region = await regions.live(conn, region_code)
@@ -226,8 +230,8 @@ class Membership:
                 conn,
                 merchant_jid,
                 "merchant",
-                region.code,
-                ref,
+                region,
+                (ref, above) if ref is not None else None,
                 name=name,
                 location=stored_location[:400],
             )
@@ -273,7 +277,7 @@ class Membership:
             member = await members.get_by_jid(conn, agent_jid, lock=True)
             if member is None:
                 await refuse_bot(conn, agent_jid)
-                member = await self._create(conn, agent_jid, "agent", region.code, None)
+                member = await self._create(conn, agent_jid, "agent", region, None)
             elif not member.active:
                 raise not_acceptable(f"{agent_jid} is {member.status}")
             previous = await members.set_agent(conn, region.code, member.id, self.ctx.clock())

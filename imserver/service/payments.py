@@ -292,6 +292,7 @@ class Payments:
         """Reverse part or all of a payment in proportion; idempotent on the refund id."""
 
         async def use_case(conn: AsyncConnection) -> DistributionView:
+            await self.cache.sync(conn)  # the cache answers for senders only once synced
             merchant = await self._merchant_of_sender(conn, sender, merchant_jid)
             refund_ref = parse_ref(ref, "refund id")
             payment_ref = parse_ref(payment, "payment")

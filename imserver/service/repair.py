@@ -99,7 +99,7 @@ class Repair:
             found = await members.get_by_jid(conn, target_jid)
             if found is None:
                 raise not_found(f"{target_jid} is not a member")
-            member, _upline = await store.lock_line(conn, found.id, exclusive=True)
+            member, _upline = await store.lock_line(conn, found.id, exclusive=True, as_read=found)
             if member.status == "deleted" or (status == "terminated" and not member.active):
                 raise conflict(f"{target_jid} is already {member.status}")
             now = self.ctx.clock()
@@ -161,8 +161,8 @@ class Repair:
                 raise not_found(f"{member_jid} is not a member")
             ref_found = await find_referrer(conn, self.ctx, ref_jid)
             # The new referrer's line first, then the member: both top-down.
-            ref, ref_upline = await store.lock_line(conn, ref_found.id)
-            member, _upline = await store.lock_line(conn, found.id, exclusive=True)
+            ref, ref_upline = await store.lock_line(conn, ref_found.id, as_read=ref_found)
+            member, _upline = await store.lock_line(conn, found.id, exclusive=True, as_read=found)
             if not member.active:
                 raise not_acceptable(f"{member_jid} is {member.status}")
             if not ref.active:

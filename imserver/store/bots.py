@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.dialect import for_update
 from imserver.store.models import Bot
+from imserver.store.prebuilt import locked
+
+# Every request resolves its sender through this one (see store.prebuilt).
+_MERCHANT_OF = select(Bot.merchant_id).where(Bot.jid == bindparam("jid"))
 
 
 async def merchant_of(conn: AsyncConnection, jid: str, *, lock: bool = False) -> int | None:
     """The merchant a bot JID is linked to, if any."""
-    stmt = select(Bot.merchant_id).where(Bot.jid == jid)
-    value = (await conn.execute(for_update(conn, stmt) if lock else stmt)).scalar_one_or_none()
+    stmt = locked(conn, _MERCHANT_OF) if lock else _MERCHANT_OF
+    value = (await conn.execute(stmt, {"jid": jid})).scalar_one_or_none()
     return int(value) if value is not None else None
 
 

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, literal, select, update
+from sqlalchemy import and_, bindparam, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from imserver.store.dialect import for_update, upsert
 from imserver.store.models import AgencyLink, Agent, Member, Region, RuleCounter, Upline
+from imserver.store.prebuilt import locked, per_dialect
 from imserver.store.records import AgencyView, ChainMember, MemberRecord, PayerChain, UplineLink
 
 _MEMBER_COLS = (
@@ -37,8 +38,45 @@ def _record(row: Any) -> MemberRecord:
     return MemberRecord(*row)
 
 
-async def _one(conn: AsyncConnection, stmt: Any) -> MemberRecord | None:
-    row = (await conn.execute(stmt)).first()
+# Built once, executed with a parameter dict (see store.prebuilt).
+_BY_JID = select(*_MEMBER_COLS).where(Member.jid == bindparam("jid"))
+_BY_ID = select(*_MEMBER_COLS).where(Member.id == bindparam("member_id"))
+_BY_RULE_NUMBER = select(*_MEMBER_COLS).where(Member.rule_number == bindparam("rule_number"))
+_ERASED = select(Member.id).where(Member.erased_hash == bindparam("erased_hash")).limit(1)
+# No VALUES: the parameter dict names the columns (one compiled form for every call).
+_INSERT_MEMBER = insert(Member).returning(*_MEMBER_COLS)
+_UPLINE_IDS = (
+    select(Upline.ancestor_id)
+    .where(Upline.member_id == bindparam("member_id"))
+    .order_by(Upline.level)
+)
+_INSERT_UPLINE = insert(Upline)
+_INSERT_AGENCY = insert(AgencyLink)
+_AGENTS_IN = select(Agent.region_code, Agent.member_id).where(
+    Agent.region_code.in_(bindparam("codes", expanding=True))
+)
+_AGENTS_IN_SORTED = _AGENTS_IN.order_by(Agent.region_code)
+_KEY_SHARE_REGIONS = (
+    select(Region.code)
+    .where(Region.code.in_(bindparam("codes", expanding=True)))
+    .order_by(Region.code)
+    .with_for_update(read=True, key_share=True)
+)
+_AGENT_REGIONS = select(Agent.region_code).where(Agent.member_id == bindparam("member_id"))
+
+
+def _next_rule_seq(conn: AsyncConnection) -> Any:
+    ins = upsert(conn, RuleCounter).values(
+        region_code=bindparam("p_region"), letter=bindparam("p_letter"), last_seq=1
+    )
+    return ins.on_conflict_do_update(
+        index_elements=[RuleCounter.region_code, RuleCounter.letter],
+        set_={"last_seq": RuleCounter.last_seq + 1},
+    ).returning(RuleCounter.last_seq)
+
+
+async def _one(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> MemberRecord | None:
+    row = (await conn.execute(stmt, params)).first()
     return _record(row) if row else None
 
 
@@ -46,37 +84,31 @@ async def get_by_jid(
     conn: AsyncConnection, jid: str, *, lock: bool = False, shared: bool = False
 ) -> MemberRecord | None:
     """The member whose bare JID is ``jid`` (locked for update, or shared, when asked)."""
-    stmt = select(*_MEMBER_COLS).where(Member.jid == jid)
-    return await _one(conn, for_update(conn, stmt, shared=shared) if lock or shared else stmt)
+    stmt = locked(conn, _BY_JID, shared=shared) if lock or shared else _BY_JID
+    return await _one(conn, stmt, {"jid": jid})
 
 
 async def get_by_id(
     conn: AsyncConnection, member_id: int, *, lock: bool = False
 ) -> MemberRecord | None:
     """The member with this id."""
-    stmt = select(*_MEMBER_COLS).where(Member.id == member_id)
-    return await _one(conn, for_update(conn, stmt) if lock else stmt)
+    return await _one(conn, locked(conn, _BY_ID) if lock else _BY_ID, {"member_id": member_id})
 
 
 async def get_by_rule_number(conn: AsyncConnection, rule_number: str) -> MemberRecord | None:
     """The member with this rule number."""
-    return await _one(conn, select(*_MEMBER_COLS).where(Member.rule_number == rule_number))
+    return await _one(conn, _BY_RULE_NUMBER, {"rule_number": rule_number})
 
 
 async def is_erased(conn: AsyncConnection, erased_hash: str) -> bool:
     """True when a deleted member once had the JID with this keyed hash."""
-    stmt = select(Member.id).where(Member.erased_hash == erased_hash).limit(1)
-    return (await conn.execute(stmt)).first() is not None
+    return (await conn.execute(_ERASED, {"erased_hash": erased_hash})).first() is not None
 
 
 async def next_rule_seq(conn: AsyncConnection, region: str, letter: str) -> int:
     """Take the next sequence number of a region and role; never handed out twice."""
-    ins = upsert(conn, RuleCounter).values(region_code=region, letter=letter, last_seq=1)
-    stmt = ins.on_conflict_do_update(
-        index_elements=[RuleCounter.region_code, RuleCounter.letter],
-        set_={"last_seq": RuleCounter.last_seq + 1},
-    ).returning(RuleCounter.last_seq)
-    return int((await conn.execute(stmt)).scalar_one())
+    stmt = per_dialect(conn, _next_rule_seq)
+    return int((await conn.execute(stmt, {"p_region": region, "p_letter": letter})).scalar_one())
 
 
 async def insert_member(
@@ -90,38 +122,33 @@ async def insert_member(
     now: datetime,
     name: str | None = None,
     location: str | None = None,
-) -> int:
-    """Insert a new active member and return its id."""
-    stmt = (
-        insert(Member)
-        .values(
-            jid=jid,
-            rule_number=rule_number,
-            role=role,
-            region_code=region_code,
-            referrer_id=referrer_id,
-            original_referrer_id=referrer_id,
-            status="active",
-            name=name,
-            location=location,
-            created_at=now,
-        )
-        .returning(Member.id)
-    )
-    return int((await conn.execute(stmt)).scalar_one())
+) -> MemberRecord:
+    """Insert a new active member and return it as stored."""
+    params = {
+        "jid": jid,
+        "rule_number": rule_number,
+        "role": role,
+        "region_code": region_code,
+        "referrer_id": referrer_id,
+        "original_referrer_id": referrer_id,
+        "status": "active",
+        "name": name,
+        "location": location,
+        "created_at": now,
+    }
+    return _record((await conn.execute(_INSERT_MEMBER, params)).one())
 
 
 async def upline_ids(conn: AsyncConnection, member_id: int) -> list[int]:
     """The stored upline of a member, nearest first."""
-    stmt = select(Upline.ancestor_id).where(Upline.member_id == member_id).order_by(Upline.level)
-    return list((await conn.execute(stmt)).scalars())
+    return list((await conn.execute(_UPLINE_IDS, {"member_id": member_id})).scalars())
 
 
 async def insert_upline(conn: AsyncConnection, member_id: int, ancestors: Sequence[int]) -> None:
     """Store a new member's upline (nearest first)."""
     if ancestors:
         await conn.execute(
-            insert(Upline),
+            _INSERT_UPLINE,
             [
                 {"member_id": member_id, "level": i, "ancestor_id": a}
                 for i, a in enumerate(ancestors, 1)
@@ -147,7 +174,7 @@ async def insert_agency(
     """Store a new member's agency chain: (scope level, region code, agent id or None)."""
     if links:
         await conn.execute(
-            insert(AgencyLink),
+            _INSERT_AGENCY,
             [
                 {"member_id": member_id, "scope_level": lvl, "region_code": code, "agent_id": agent}
                 for lvl, code, agent in links
@@ -175,20 +202,14 @@ async def agents_of(
     ``shared`` locks the agents rows FOR SHARE: a registration storing them in a new chain
     keeps a concurrent termination of the agent from vacating the region behind its back.
     """
+    codes = {"codes": list(region_codes)}
     if shared and conn.dialect.name == "postgresql":
         # KEY SHARE on the regions themselves (what the foreign keys of the new rows take
         # anyway): an agent assignment locks its region FOR UPDATE, so either it waits for
         # us or we wait for it and then read its agent, even where no agents row existed.
-        await conn.execute(
-            select(Region.code)
-            .where(Region.code.in_(region_codes))
-            .order_by(Region.code)
-            .with_for_update(read=True, key_share=True)
-        )
-    stmt = select(Agent.region_code, Agent.member_id).where(Agent.region_code.in_(region_codes))
-    if shared:
-        stmt = for_update(conn, stmt.order_by(Agent.region_code), shared=True)
-    return {code: mid for code, mid in await conn.execute(stmt)}
+        await conn.execute(_KEY_SHARE_REGIONS, codes)
+    stmt = locked(conn, _AGENTS_IN_SORTED, shared=True) if shared else _AGENTS_IN
+    return {code: mid for code, mid in await conn.execute(stmt, codes)}
 
 
 async def set_agent(
@@ -230,8 +251,7 @@ async def point_agency_at(conn: AsyncConnection, region_code: str, agent_id: int
 
 async def agent_regions_of(conn: AsyncConnection, member_id: int) -> list[str]:
     """The regions where this member is the active agent."""
-    stmt = select(Agent.region_code).where(Agent.member_id == member_id)
-    return list((await conn.execute(stmt)).scalars())
+    return list((await conn.execute(_AGENT_REGIONS, {"member_id": member_id})).scalars())
 
 
 async def payer_chains(

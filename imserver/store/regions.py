@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import (
     SmallInteger,
     String,
+    bindparam,
     cast,
     delete,
     func,
@@ -25,15 +26,15 @@ from imserver.store.records import RegionRecord
 MAX_SUCCESSOR_HOPS = 10
 
 
+# Built once (see store.prebuilt): a registration reads a region line on every call.
+_GET = select(
+    Region.code, Region.name, Region.level, Region.parent_code, Region.successor_code
+).where(Region.code == bindparam("code"))
+
+
 async def get(conn: AsyncConnection, code: str) -> RegionRecord | None:
     """The region with this code, whatever its state."""
-    row = (
-        await conn.execute(
-            select(
-                Region.code, Region.name, Region.level, Region.parent_code, Region.successor_code
-            ).where(Region.code == code)
-        )
-    ).first()
+    row = (await conn.execute(_GET, {"code": code})).first()
     return RegionRecord(*row) if row else None
 
 
@@ -49,14 +50,20 @@ async def live(conn: AsyncConnection, code: str) -> RegionRecord | None:
 
 async def line(conn: AsyncConnection, code: str) -> list[RegionRecord]:
     """The region and its ancestors, the region first."""
-    out: list[RegionRecord] = []
-    current: str | None = code
+    region = await get(conn, code)
+    return await line_of(conn, region) if region is not None else []
+
+
+async def line_of(conn: AsyncConnection, region: RegionRecord) -> list[RegionRecord]:
+    """A region already read and its ancestors, the region first."""
+    out = [region]
+    current = region.parent_code
     while current is not None and len(out) < 6:
-        region = await get(conn, current)
-        if region is None:
+        parent = await get(conn, current)
+        if parent is None:
             break
-        out.append(region)
-        current = region.parent_code
+        out.append(parent)
+        current = parent.parent_code
     return out
 
 

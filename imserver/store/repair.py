@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     Column,
     Table,
     and_,
     any_,
-    case,
+    bindparam,
     delete,
     exists,
     func,
@@ -84,8 +86,26 @@ def pseudonym(member_id: int) -> str:
 # -- locking -------------------------------------------------------------------------------
 
 
+# PostgreSQL only (SQLite has nothing to lock), built once. Rows lock in ORDER BY order
+# (the sort runs below the lock): the line farthest first.
+_LINE = bindparam("line", type_=ARRAY(BigInteger))
+_LOCK_LINE = (
+    select(Member.id)
+    .where(Member.id == any_(_LINE))
+    .order_by(func.array_position(_LINE, Member.id).desc())
+    .with_for_update(read=True)
+)
+_LOCK_MEMBER = select(Member.id).where(Member.id == bindparam("member_id"))
+_LOCK_SHARED = _LOCK_MEMBER.with_for_update(read=True)
+_LOCK_NO_KEY = _LOCK_MEMBER.with_for_update(key_share=True)
+
+
 async def lock_line(
-    conn: AsyncConnection, member_id: int, *, exclusive: bool = False
+    conn: AsyncConnection,
+    member_id: int,
+    *,
+    exclusive: bool = False,
+    as_read: MemberRecord | None = None,
 ) -> tuple[MemberRecord, list[int]]:
     """Lock a member's stored upline FOR SHARE (farthest first), then the member itself.
 
@@ -95,27 +115,18 @@ async def lock_line(
     member and its stored upline as they are under the locks; raises ``Retry`` when the
     upline changed between reading and locking it (a repair or move committed meanwhile),
     so the use case starts again on fresh data. On SQLite the transaction already holds
-    the database's write lock: nothing to lock, nothing can change.
+    the database's write lock: nothing to lock, nothing can change, so ``as_read`` (the
+    member as this transaction read it) is returned as it is when given.
     """
     before = await upline_ids(conn, member_id)
     if conn.dialect.name != "postgresql":
-        member = await get_by_id(conn, member_id)
+        member = as_read if as_read is not None else await get_by_id(conn, member_id)
         if member is None:
             raise LookupError(f"member {member_id} vanished")
         return member, before
     if before:
-        # PostgreSQL locks in ORDER BY order (the sort runs below the lock).
-        depth = case({a: i for i, a in enumerate(before)}, value=Member.id)
-        await conn.execute(
-            select(Member.id)
-            .where(Member.id.in_(before))
-            .order_by(depth.desc())
-            .with_for_update(read=True)
-        )
-    lock = select(Member.id).where(Member.id == member_id)
-    await conn.execute(
-        lock.with_for_update(key_share=True) if exclusive else lock.with_for_update(read=True)
-    )
+        await conn.execute(_LOCK_LINE, {"line": before})
+    await conn.execute(_LOCK_NO_KEY if exclusive else _LOCK_SHARED, {"member_id": member_id})
     member = await get_by_id(conn, member_id)
     if member is None:
         raise LookupError(f"member {member_id} vanished")

@@ -10,7 +10,6 @@ from typing import Any
 from slixmpp import ComponentXMPP
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream.handler import CoroutineCallback
-from slixmpp.xmlstream.matcher import StanzaPath
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from imserver.config import Config
@@ -56,6 +55,35 @@ class UnknownRequest(MatcherBase):
         return (ns, name) not in self.known
 
 
+class RoutedRequest(MatcherBase):
+    """Matches IQ requests with exactly one payload of ours that has a route.
+
+    One matcher and one dict look-up for every route: slixmpp tries each registered
+    handler's matcher on every stanza, and twenty StanzaPath matchers cost a tenth of
+    the component's CPU under a payment load (py-spy).
+    """
+
+    def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
+        super().__init__(None)
+        self.routes = routes
+
+    def match(self, stanza: Any) -> bool:
+        return self.route_of(stanza) is not None
+
+    def route_of(self, stanza: Any) -> Handler | None:
+        """The handler of a request, or None when it is not one of our routes."""
+        xml = stanza.xml
+        if len(xml) != 1 or stanza.name != "iq":
+            return None
+        tag: str = xml[0].tag
+        if not tag.startswith(_NS_PREFIX):
+            return None
+        return self.routes.get((xml.get("type", ""), tag[len(_NS_PREFIX) :]))
+
+
+_NS_PREFIX = f"{{{NS}}}"
+
+
 class Component(HardenedStream, ComponentXMPP):
     """The imserver component. Handlers turn stanzas into service calls."""
 
@@ -82,8 +110,11 @@ class Component(HardenedStream, ComponentXMPP):
         disco.add_identity(category="component", itype="generic", name="imserver distribution")
         disco.add_feature(NS)
         self._known = set(KNOWN_PAYLOADS)
+        self._routes: dict[tuple[str, str], Handler] = {}
         for module in (membership, repair, payments, commands):
             module.install(self)
+        self._routed = RoutedRequest(self._routes)
+        self.register_handler(CoroutineCallback("our requests", self._routed, self._dispatch))
         self.register_handler(
             CoroutineCallback("unknown request", UnknownRequest(self._known), self._unknown)
         )
@@ -93,32 +124,31 @@ class Component(HardenedStream, ComponentXMPP):
     # -- wiring ---------------------------------------------------------------
 
     def route(self, itype: str, payload: str, handler: Handler) -> None:
-        """Register an IQ handler for one of our payloads with the shared error mapping."""
+        """Route IQs of ``itype`` carrying our ``payload`` to ``handler`` (the request
+        pipeline below: sender, rate limit, error mapping)."""
         self._known.add((NS, payload))
+        self._routes[(itype, payload)] = handler
 
-        async def run(iq: Any) -> None:
-            if len(iq.xml) != 1:
-                return  # the unknown-request handler answers it (one answer per IQ)
-            try:
-                sender = normalize_jid(iq["from"].bare)
-            except InvalidJid:
-                raise XMPPError("bad-request", text="the sender's JID does not parse") from None
-            try:
-                await self.limiter.require(sender)
-                await handler(iq, sender)
-            except ServiceError as exc:
-                raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
-            except XMPPError:
-                raise
-            except Exception:
-                log.exception("internal error on %s from %s", payload, sender)
-                raise XMPPError(
-                    "internal-server-error", text="the request failed; nothing was changed"
-                ) from None
-
-        self.register_handler(
-            CoroutineCallback(f"{payload} {itype}", StanzaPath(f"iq@type={itype}/{payload}"), run)
-        )
+    async def _dispatch(self, iq: Any) -> None:
+        handler = self._routed.route_of(iq)
+        if handler is None:
+            return  # matched, then changed: cannot happen, but never answer twice
+        try:
+            sender = normalize_jid(iq["from"].bare)
+        except InvalidJid:
+            raise XMPPError("bad-request", text="the sender's JID does not parse") from None
+        try:
+            await self.limiter.require(sender)
+            await handler(iq, sender)
+        except ServiceError as exc:
+            raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
+        except XMPPError:
+            raise
+        except Exception:
+            log.exception("internal error on %s from %s", iq.xml[0].tag, sender)
+            raise XMPPError(
+                "internal-server-error", text="the request failed; nothing was changed"
+            ) from None
 
     async def admit(self, iq: Any) -> None:
         """Rate-limit an IQ request that does not come through ``route`` (ad-hoc commands).

@@ -14,7 +14,9 @@ from imserver.service.money_views import (
     WithdrawalView,
 )
 from imserver.xmpp.notify import Notifier
-from plugins.distribution.stanza import Amount, Entry, Share, Withdrawal
+from imserver.xmpp.rawxml import element, send_result
+from plugins.distribution import NS
+from plugins.distribution.stanza import Amount, Entry, Withdrawal
 
 if TYPE_CHECKING:
     from imserver.xmpp.component import Component
@@ -44,9 +46,7 @@ def install(component: Component) -> None:
             p["currency"] or None,
             p["merchant"] or None,
         )
-        reply = iq.reply(clear=True)
-        fill_distribution(reply["distribution"], view)
-        reply.send()
+        send_result(component, iq, distribution_xml(view))
 
     async def refund(iq: Any, sender: str) -> None:
         r = iq["refund"]
@@ -57,9 +57,7 @@ def install(component: Component) -> None:
             r["amount"] or None,
             r["merchant"] or None,
         )
-        reply = iq.reply(clear=True)
-        fill_distribution(reply["distribution"], view)
-        reply.send()
+        send_result(component, iq, distribution_xml(view))
 
     async def balance(iq: Any, sender: str) -> None:
         view = await services.ledger.balance(sender, iq["balance"]["jid"] or None)
@@ -162,26 +160,31 @@ def install(component: Component) -> None:
     component.route("set", "policy", policy_set)
 
 
-def fill_distribution(el: Any, view: DistributionView) -> None:
-    """Write a DistributionView into a ``<distribution/>`` element."""
-    el["payment"] = view.payment
-    if view.refund:
-        el["refund"] = view.refund
-    el["merchant"] = view.merchant
-    el["amount"] = str(view.amount)
-    el["currency"] = view.currency
-    el["policy"] = str(view.policy)
-    for s in view.shares:
-        share = Share()
-        share["role"] = s.role
-        if s.level is not None:
-            share["level"] = str(s.level)
-        if s.scope:
-            share["scope"] = s.scope
-        if s.jid:
-            share["jid"] = s.jid
-        share["amount"] = str(s.amount)
-        el.append(share)
+def distribution_xml(view: DistributionView) -> str:
+    """A DistributionView as its ``<distribution/>`` element (serialised)."""
+    shares = "".join(
+        element(
+            "share",
+            (
+                ("role", s.role),
+                ("level", s.level),
+                ("scope", s.scope or None),
+                ("jid", s.jid or None),
+                ("amount", s.amount),
+            ),
+        )
+        for s in view.shares
+    )
+    head = (
+        ("xmlns", NS),
+        ("payment", view.payment),
+        ("refund", view.refund or None),
+        ("merchant", view.merchant),
+        ("amount", view.amount),
+        ("currency", view.currency),
+        ("policy", view.policy),
+    )
+    return element("distribution", head, shares)
 
 
 def fill_balance(el: Any, view: BalanceView) -> None:
