@@ -76,7 +76,7 @@ class GroupCommit(Generic[I, R]):
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
+            while self._queue and not self._closed:
                 batch: list[tuple[I, asyncio.Future[R]]] = []
                 while self._queue and len(batch) < self.cap:
                     entry = self._queue.popleft()
@@ -114,14 +114,18 @@ class GroupCommit(Generic[I, R]):
             else:
                 future.set_result(outcome)
 
-    async def close(self) -> None:
-        """Stop the writer: a batch in flight is cancelled (rolled back unless it committed),
-        and what waits in the queue is refused."""
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop the writer: the batch in flight finishes (committed and answered, so a stop
+        loses no work that was under way), what still waits in the queue is refused."""
         self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        self._wake.set()
+        if self._worker is not None and not self._worker.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), timeout)
+            except TimeoutError:
+                self._worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._worker
         while self._queue:
             _, future = self._queue.popleft()
             if not future.done():

@@ -101,7 +101,7 @@ class Payments:
         )
 
     async def close(self) -> None:
-        """Stop the writer (a batch in flight is rolled back unless it committed)."""
+        """Stop the writer (the batch in flight finishes first)."""
         await self.writer.close()
 
     def _currency(self, raw: str | None) -> str:

