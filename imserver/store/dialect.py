@@ -61,13 +61,19 @@ async def bulk_insert(
     if not rows:
         return
     sql, processors = _bulk_statement(conn, table, columns)
-    active = [(i, p) for i, p in enumerate(processors) if p is not None]
+    active: list[tuple[int, Any, dict[Any, Any]]] = [
+        (i, p, {}) for i, p in enumerate(processors) if p is not None
+    ]
     if active:
         converted = []
         for row in rows:
             values = list(row)
-            for i, process in active:
-                values[i] = process(values[i])
+            for i, process, seen in active:
+                # The rows of a batch share their timestamps: convert each value once.
+                value = values[i]
+                if value not in seen:
+                    seen[value] = process(value)
+                values[i] = seen[value]
             converted.append(tuple(values))
         rows = converted
     await conn.exec_driver_sql(sql, list(rows))

@@ -47,8 +47,12 @@ async def add(
     )
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
+
 def _json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
+    return _ENCODE(payload)
 
 
 async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[OutboxRow]:
