@@ -56,6 +56,11 @@ class App:
         self.jobs.shutdown()
         await self.component.stop()
         await self.services.close()
+        w, c = self.services.payments.writer, self.services.payments.cache
+        log.info(
+            "payments: %d in %d batches; chain cache: %d hits, %d misses, %d resets",
+            w.items, w.batches, c.hits, c.misses, c.resets,
+        )  # fmt: skip
         await self.db.dispose()
 
     async def run_forever(self) -> None:

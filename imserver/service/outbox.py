@@ -13,7 +13,7 @@ from imserver.service.context import Context
 from imserver.service.money_views import Notice
 from imserver.store import outbox
 
-PAGE = 2000  # rows claimed per transaction (short, so payments interleave)
+PAGE = 500  # rows claimed per transaction (short: the payment writer waits for the lock)
 ROUND = 50_000  # rows claimed per sending round at most; more waits for the next round
 MAX_PER_MESSAGE = 100  # earnings listed in one message (about 30 KB: far under stanza caps)
 

@@ -1,0 +1,850 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark against the ceiling (issue 9); prints one JSON object.
+
+    python bench/bench_e2e.py [--part ceiling|payments|registrations|all]
+        [--db sqlite|postgresql] [--population single|realistic] [--members N]
+        [--connections 4] [--window 64] [--latency-window 16] [--seconds 10]
+        [--reg-accounts 2000]
+
+One private Prosody (free loopback ports, a temporary data dir) declares two
+components: ``bare.localhost``, a bare slixmpp component that answers every IQ with
+an empty result (``bench/bare_component.py``: the ceiling), and ``dist.localhost``,
+imserver started exactly as deployed (``.venv/bin/imserver run``, configured by
+environment variables). The load comes from ``bench/loadgen.py``, a raw-socket
+client in its own process. Each part runs in order, on the same Prosody, with the
+same generator, connections and window:
+
+- ceiling: payment IQs to the bare component (connections x window in flight);
+- payments: the same IQs to imserver, as merchant bots (connections x window), then
+  again with ``--latency-window`` in flight per connection (the latency figure);
+  afterwards the payments table must hold every answered payment and
+  ``imserver ledger check`` must pass;
+- registrations: ``--reg-accounts`` accounts, each logged in on its own connection,
+  each sending one ``<register/>`` (connections x window in flight over all of them).
+
+The database (a SQLite file, or a fresh PostgreSQL database dropped at the end) is
+migrated, loaded with the region data and seeded through the service layer in this
+process before the component starts: ``single`` is one merchant in 440305 with its
+district, city and province agents and a chain of three users (the payer has two
+referral levels: five earners per payment); ``realistic`` is ``--members`` members
+under 20 merchants in 20 districts with agents at every level, payers drawn at random.
+
+The generator reports the CPU of itself, Prosody and the component over each
+measured window (so a reader can see which one was the bottleneck); the component's
+resident memory is read at the end. Progress goes to stderr with a table at the
+end; the JSON also goes to ``bench/results/e2e-<db>-<population>-<UTC time>.json``.
+Everything started here is stopped at the end, on errors and Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(BENCH)]  # run from a checkout; loadgen.py sits next to us
+
+import asyncpg  # noqa: E402
+from loadgen import LoginError, machine_cpu, open_connections, probe, write_accounts  # noqa: E402
+
+from imserver.config import Config, load_config  # noqa: E402
+from imserver.devserver.prosody import PROSODYCTL, ProsodyInstance, free_port  # noqa: E402
+
+DOMAIN = "localhost"
+COMPONENT = "dist.localhost"
+BARE = "bare.localhost"
+SECRET = "bench-e2e-secret"
+PASSWORD = "bench"
+ADMIN = f"admin@{DOMAIN}"
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+LIFTED = "1000000000"  # rate-limit figures high enough never to refuse a request
+RESULTS = BENCH / "results"
+
+
+def say(text: str) -> None:
+    """A progress line on stderr."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# -- processes -------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """Everything this run started; ``stop_all`` ends them (process groups)."""
+
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[bytes]:
+        """Start a child in its own session, so Ctrl-C reaches only us and we stop it."""
+        proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+        """SIGTERM its group, then SIGKILL if it lingers."""
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+
+    def stop_all(self) -> None:
+        """Stop every child still running, newest first."""
+        for proc in reversed(self.started):
+            self.stop(proc)
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MB (VmRSS), None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def proc_cpu(pid: int) -> float | None:
+    """utime + stime of a process in seconds (all threads); None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def prosody_version(config_path: Path) -> str:
+    """Prosody's version from ``prosodyctl about`` (``prosody --version`` starts a server)."""
+    try:
+        out = subprocess.run(
+            [PROSODYCTL, "--config", str(config_path), "about"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    for line in out.splitlines():
+        if line.startswith("Prosody "):
+            return line.removeprefix("Prosody ").strip()
+    return "unknown"
+
+
+# -- database --------------------------------------------------------------------
+
+
+@dataclass
+class Db:
+    """The benchmark's database: its URL, and for PostgreSQL the name to drop."""
+
+    kind: str
+    url: str
+    pg_name: str | None = None
+    sqlite_path: Path | None = None
+
+    @classmethod
+    def create(cls, kind: str, tmp: Path, admin_dsn: str) -> Db:
+        """A fresh, empty database."""
+        if kind == "sqlite":
+            path = tmp / "imserver.sqlite3"
+            return cls(kind, f"sqlite+aiosqlite:///{path}", sqlite_path=path)
+        name = f"bench_{os.getpid()}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(admin_dsn)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        host = admin_dsn.split("://", 1)[1].rsplit("/", 1)[0]
+        return cls(kind, f"postgresql+asyncpg://{host}/{name}", pg_name=name)
+
+    def drop(self, admin_dsn: str) -> None:
+        """Drop a PostgreSQL database made by ``create`` (SQLite: the temp dir goes)."""
+        if self.pg_name is None:
+            return
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(admin_dsn)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+    def count(self, table: str) -> int:
+        """Rows of a table, read straight from the database (not through imserver)."""
+        if self.sqlite_path is not None:
+            with contextlib.closing(sqlite3.connect(self.sqlite_path, timeout=30)) as conn:
+                return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+        async def count() -> int:
+            conn = await asyncpg.connect(self.url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+            finally:
+                await conn.close()
+
+        return asyncio.run(count())
+
+
+def component_env(prosody: ProsodyInstance, url: str) -> dict[str, str]:
+    """The environment of ``imserver run`` for this benchmark (see imserver/config.py)."""
+    return {
+        "IMSERVER_ADMINS": json.dumps([ADMIN]),
+        "IMSERVER_XMPP__COMPONENT": COMPONENT,
+        "IMSERVER_XMPP__DOMAIN": DOMAIN,
+        "IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([DOMAIN]),
+        "IMSERVER_XMPP__HOST": "127.0.0.1",
+        "IMSERVER_XMPP__SECRET": SECRET,
+        "IMSERVER_XMPP__COMPONENT_PORT": str(prosody.component_port),
+        "IMSERVER_XMPP__CLIENT_PORT": str(prosody.client_port),
+        "IMSERVER_DATABASE__URL": url,
+        # The benchmark measures the request path, not the rate limiter.
+        "IMSERVER_LIMITS__RATE": LIFTED,
+        "IMSERVER_LIMITS__BURST": LIFTED,
+        "IMSERVER_LIMITS__PRIVILEGED_RATE": LIFTED,
+        "IMSERVER_LIMITS__PRIVILEGED_BURST": LIFTED,
+    }
+
+
+def clean_environ(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without stray IMSERVER_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMSERVER_")}
+    # The children run the code of this checkout, whichever one the venv was built on.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured and whether the product's code differs from it."""
+
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(ROOT), *argv], capture_output=True, text=True, check=False
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    changed = git("status", "--porcelain", "--", "imserver", "plugins", "migrations")
+    return {"commit": git("rev-parse", "--short", "HEAD") or None, "uncommitted": bool(changed)}
+
+
+# -- the population ----------------------------------------------------------------
+
+
+@dataclass
+class Population:
+    """Who sends what: bot accounts (one per connection), payers and referrers."""
+
+    bots: list[str]
+    payers: list[str]
+    referrers: list[str]
+    merchants: list[str]
+    members: int
+
+
+def _district_lines(count: int) -> list[list[str]]:
+    """``count`` live districts spread over the country, 440305 first, each with its
+    line of region codes up to the province."""
+    from imserver.geo.regions import load_regions_csv
+
+    regions = {r.code: r for r in load_regions_csv()}
+    districts = sorted(c for c, r in regions.items() if r.level == 3 and not r.retired)
+    step = max(len(districts) // count, 1)
+    chosen = ["440305", *[d for d in districts[::step] if d != "440305"]][:count]
+    lines = []
+    for code in chosen:
+        line: list[str] = []
+        region = regions.get(code)
+        while region is not None:
+            line.append(region.code)
+            region = regions.get(region.parent) if region.parent else None
+        lines.append(line)
+    return lines
+
+
+async def seed(
+    config: Config, population: str, members: int, connections: int, concurrency: int = 32
+) -> Population:
+    """Migrated database -> regions, policy and the network, through the service layer."""
+    from imserver.geo.regions import load_regions_csv
+    from imserver.service.context import Context
+    from imserver.service.membership import Location
+    from imserver.service.policies import seed_policy
+    from imserver.service.regions import load_regions
+    from imserver.service.registry import Services
+    from imserver.store.db import Database
+
+    db = Database(config.database.url)
+    try:
+        ctx = Context(db, config)
+        services = Services.build(ctx)
+        await load_regions(ctx, load_regions_csv())
+        await seed_policy(ctx)
+        membership = services.membership
+        rng = random.Random(9)
+        n_merchants = 1 if population == "single" else 20
+        merchants: list[str] = []
+        agents: set[str] = set()
+        for i, line in enumerate(_district_lines(n_merchants)):
+            for code in line:
+                agent = f"agent-{code}@{DOMAIN}"
+                if agent not in agents:
+                    await membership.assign_agent(ADMIN, agent, code)
+                    agents.add(agent)
+            merchant = f"shop{i}@{DOMAIN}"
+            await membership.add_merchant(
+                ADMIN, merchant, f"Shop {i}", None, Location(region=line[0])
+            )
+            merchants.append(merchant)
+        # One bot per connection, the connections spread over the merchants.
+        bots = [f"bot{i}@{DOMAIN}" for i in range(connections)]
+        for i, bot in enumerate(bots):
+            await services.bots.change(ADMIN, bot, merchants[i % len(merchants)], "link")
+        if population == "single":
+            # alice <- merchant, bob <- alice, carol <- bob: carol's payments pay
+            # two referral levels and three agents.
+            chain = [f"{n}@{DOMAIN}" for n in ("alice", "bob", "carol")]
+            referrer = merchants[0]
+            for user in chain:
+                await membership.register(user, referrer)
+                referrer = user
+            return Population(bots, [chain[-1]], [chain[-1]], merchants, 3)
+        # Realistic: users join in waves under anyone already in (merchants or users),
+        # which makes random trees; ``concurrency`` registrations at a time.
+        users: list[str] = []
+        total = max(members - len(merchants) - len(agents), 0)
+        started = time.monotonic()
+        while len(users) < total:
+            wave = [
+                f"u{len(users) + k}@{DOMAIN}" for k in range(min(concurrency, total - len(users)))
+            ]
+            pool = merchants + users
+            await asyncio.gather(
+                *(membership.register(u, pool[rng.randrange(len(pool))]) for u in wave)
+            )
+            users.extend(wave)
+            if len(users) % 2000 < concurrency:
+                rate = len(users) / max(time.monotonic() - started, 1e-9)
+                say(f"  seeded {len(users)}/{total} users ({rate:.0f}/s)")
+        return Population(bots, users, merchants + users, merchants, len(users))
+    finally:
+        await db.dispose()
+
+
+# -- the load ----------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """One benchmark run: its Prosody, its children, its files."""
+
+    args: argparse.Namespace
+    tmp: Path
+    procs: Processes
+    prosody: ProsodyInstance
+    watch: dict[str, int] = field(default_factory=dict)
+    # PostgreSQL's backends of our database: its name is in their process title.
+    watch_cmdline: dict[str, str] = field(default_factory=dict)
+
+    def write_lines(self, name: str, lines: Sequence[str]) -> Path:
+        """A file of one value per line (accounts, picks) for the generator."""
+        path = self.tmp / name
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def settle(self, limit: float = 60.0) -> float:
+        """Wait until the component is idle (under 10% of a core for half a second);
+        seconds waited. Work left over from the previous run (notifications still being
+        sent) would otherwise be charged to the next one."""
+        pid = self.watch.get("component")
+        start = time.monotonic()
+        while pid is not None and time.monotonic() - start < limit:
+            before = proc_cpu(pid)
+            time.sleep(0.5)
+            after = proc_cpu(pid)
+            if before is None or after is None or after - before < 0.05:
+                break
+        return round(time.monotonic() - start, 1)
+
+    def machine_idle(self) -> tuple[float, float]:
+        """(busy % of the machine over one second, seconds waited): with --wait-idle,
+        wait up to that long for other work on the machine (a test run) to end, since
+        it competes with the processes measured. Ours are idle when this is called."""
+        start = time.monotonic()
+        while True:
+            a = machine_cpu()
+            time.sleep(1.0)
+            b = machine_cpu()
+            busy = 100 * (b[0] - a[0]) / max(b[1] - a[1], 1.0)
+            waited = time.monotonic() - start
+            if busy < 20 or waited >= self.args.wait_idle:
+                return round(busy, 1), round(waited, 1)
+
+    def loadgen(
+        self, label: str, to: str, accounts: Path, picks: Path, *extra: str
+    ) -> dict[str, Any]:
+        """Run bench/loadgen.py in its own process, once the component is idle; its report."""
+        settled = self.settle()
+        busy, waited = self.machine_idle()
+        if busy >= 20:
+            say(f"{label}: the machine is {busy:.0f}% busy with other work; figures will suffer")
+        argv = [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            "--port",
+            str(self.prosody.client_port),
+            "--to",
+            to,
+            "--accounts",
+            str(accounts),
+            "--password",
+            PASSWORD,
+            "--picks",
+            str(picks),
+            "--tag",
+            f"{label}-{os.getpid()}",
+            "--label",
+            label,
+            "--wait-ready",
+            "30",
+            *(f"--watch={name}={pid}" for name, pid in self.watch.items()),
+            *(f"--watch-cmdline={name}={text}" for name, text in self.watch_cmdline.items()),
+            *extra,
+        ]
+        if not self.args.quiet:
+            argv.append("--progress")
+        proc = self.procs.popen(argv, stdout=subprocess.PIPE)
+        try:
+            out, _ = proc.communicate()
+        finally:
+            self.procs.stop(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"loadgen {label} exited with {proc.returncode}")
+        report: dict[str, Any] = json.loads(out)
+        report["settle_seconds_before"] = settled
+        report["machine_busy_pct_before"] = busy
+        report["waited_for_idle_seconds"] = waited
+        return report
+
+    def pipelined(
+        self, label: str, to: str, bots: Path, picks: Path, window: int, pick_mode: str
+    ) -> dict[str, Any]:
+        """connections x window payment IQs in flight for --seconds after --warmup."""
+        a = self.args
+        say(
+            f"{label}: {a.connections} connections x {window} in flight, "
+            f"{a.warmup:g} s warm-up + {a.seconds:g} s"
+        )
+        return self.loadgen(
+            label, to, bots, picks,
+            f"--connections={a.connections}", f"--window={window}",
+            f"--seconds={a.seconds}", f"--warmup={a.warmup}",
+            "--template=payment", f"--pick-mode={pick_mode}",
+        )  # fmt: skip
+
+
+def start_component(bench: Bench, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``imserver run`` as deployed; returns once it says it is connected."""
+    exe = Path(sys.executable).parent / "imserver"
+    if not exe.exists():
+        exe = ROOT / ".venv" / "bin" / "imserver"
+    log_path = bench.tmp / "component.log"
+    with open(log_path, "ab") as log:
+        proc = bench.procs.popen(
+            [str(exe), "--config", str(ROOT / "config.toml"), "run"],
+            cwd=bench.tmp,
+            env=clean_environ(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_ready(bench, proc, log_path, "imserver", COMPONENT, timeout=60)
+    return proc
+
+
+def start_bare(bench: Bench) -> subprocess.Popen[bytes]:
+    """The ceiling's bare component; returns once it is connected."""
+    log_path = bench.tmp / "bare.log"
+    with open(log_path, "ab") as log:
+        proc = bench.procs.popen(
+            [sys.executable, str(BENCH / "bare_component.py"), BARE, SECRET, "127.0.0.1",
+             str(bench.prosody.component_port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    wait_ready(bench, proc, log_path, "bare component", BARE, timeout=30)
+    return proc
+
+
+def wait_ready(
+    bench: Bench,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    what: str,
+    jid: str,
+    timeout: float,
+) -> None:
+    """Wait until ``jid`` answers a ping through Prosody (proof that the component is
+    connected, whatever its log says); fail with its log if it exits or never answers."""
+    port = bench.prosody.client_port
+
+    async def ping() -> None:
+        conns = await open_connections([f"bot0@{DOMAIN}"], PASSWORD, "127.0.0.1", port)
+        try:
+            await probe(conns[0], jid, 1.0)
+        finally:
+            conns[0].close()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log}")
+        try:
+            asyncio.run(ping())
+            return
+        except (TimeoutError, LoginError, OSError):
+            time.sleep(0.2)
+    log = log_path.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"{what} did not answer a ping within {timeout}s:\n{log}")
+
+
+def ledger_check(env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """``imserver ledger check`` against the benchmark's database."""
+    exe = Path(sys.executable).parent / "imserver"
+    result = subprocess.run(
+        [str(exe), "--config", str(ROOT / "config.toml"), "ledger", "check"],
+        cwd=cwd,
+        env=clean_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    return {"ok": result.returncode == 0, "exit": result.returncode, "output": lines[-5:]}
+
+
+def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
+    """Every part asked for; the report."""
+    parts = {"ceiling", "payments", "registrations"} if args.part == "all" else {args.part}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    report: dict[str, Any] = {
+        "benchmark": "end to end through Prosody: ceiling, payments, registrations (issue 9)",
+        "db": args.db,
+        "population": args.population,
+        "connections": args.connections,
+        "window": args.window,
+        "latency_window": args.latency_window,
+        "seconds": args.seconds,
+        "warmup_seconds": args.warmup,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": code_version(),
+        "machine": {
+            "nproc": os.cpu_count(),
+            "loadavg_before": list(os.getloadavg()),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "runs": {},
+        "checks": {},
+    }
+    db: Db | None = None
+    prosody = ProsodyInstance(
+        tmp / "prosody",
+        domain=DOMAIN,
+        client_port=free_port(),
+        component_port=free_port(),
+        components={COMPONENT: SECRET, BARE: SECRET},
+    )
+    try:
+        # Accounts as files before Prosody starts: one per connection (the merchant
+        # bots; the ceiling logs in the same ones) and one per registration.
+        bots = [f"bot{i}" for i in range(args.connections)]
+        registrants = [f"reg{i:06d}" for i in range(args.reg_accounts)]
+        warm_registrants = [f"regwarm{i:04d}" for i in range(args.reg_warmup)]
+        want_reg = "registrations" in parts
+        written = write_accounts(
+            prosody.data_dir / "data",
+            DOMAIN,
+            bots + (registrants + warm_registrants if want_reg else []),
+            PASSWORD,
+        )
+        say(f"prosody: {written} accounts written; starting on :{prosody.client_port}")
+        prosody.start()
+        assert prosody.process is not None
+        report["machine"]["prosody"] = prosody_version(prosody.config_path)
+        bench = Bench(args, tmp, procs, prosody, {"prosody": prosody.process.pid})
+        bot_file = bench.write_lines("bots.txt", [f"{b}@{DOMAIN}" for b in bots])
+        runs: dict[str, Any] = report["runs"]
+
+        if "ceiling" in parts:
+            bare = start_bare(bench)
+            bench.watch["component"] = bare.pid
+            picks = bench.write_lines("ceiling-picks.txt", [f"payer@{DOMAIN}"])
+            runs["ceiling"] = bench.pipelined("ceiling", BARE, bot_file, picks, args.window,
+                                              "round-robin")  # fmt: skip
+            runs["ceiling"]["component_rss_mb"] = rss_mb(bare.pid)
+            procs.stop(bare)
+            say(f"ceiling: {runs['ceiling']['rate']:.0f} IQ/s")
+
+        if parts & {"payments", "registrations"}:
+            db = Db.create(args.db, tmp, args.pg_admin_dsn)
+            env = component_env(prosody, db.url)
+            config = load_config(ROOT / "config.toml", env=env)
+            say(f"database: {args.db}, migrating")
+            from imserver.store.migrate import upgrade
+
+            upgrade(db.url)
+            say(f"seeding the {args.population} population through the service layer")
+            t0 = time.monotonic()
+            pop = asyncio.run(seed(config, args.population, args.members, args.connections))
+            report["seed"] = {
+                "members": db.count("members"),
+                "merchants": len(pop.merchants),
+                "users": pop.members,
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+            say(f"seeded {report['seed']['members']} members in {report['seed']['seconds']} s")
+            if db.pg_name is not None:
+                bench.watch_cmdline["database"] = f" {db.pg_name} "
+            component = start_component(bench, env)
+            bench.watch["component"] = component.pid
+            say(f"imserver run: pid {component.pid}, connected")
+            pick_mode = "random" if args.population == "realistic" else "round-robin"
+
+            if "payments" in parts:
+                payers = bench.write_lines("payers.txt", pop.payers)
+                runs["payments"] = bench.pipelined("payments", COMPONENT, bot_file, payers,
+                                                   args.window, pick_mode)  # fmt: skip
+                say(f"payments: {runs['payments']['rate']:.1f}/s")
+                runs["payments_latency"] = bench.pipelined(
+                    "payments_latency", COMPONENT, bot_file, payers, args.latency_window,
+                    pick_mode,
+                )  # fmt: skip
+                say(f"payments_latency: p99 {runs['payments_latency']['latency_ms']['p99']} ms")
+                report["checks"]["payments"] = check_payments(
+                    db, [runs["payments"], runs["payments_latency"]]
+                )
+                say("ledger check")
+                report["checks"]["ledger"] = ledger_check(env, tmp)
+
+            if want_reg:
+                referrers = bench.write_lines("referrers.txt", pop.referrers)
+                before = db.count("members")
+                inflight = args.connections * args.window
+                common = ["--count=1", "--window=1", f"--inflight={inflight}",
+                          "--template=register", f"--pick-mode={pick_mode}"]  # fmt: skip
+                if warm_registrants:
+                    warm = bench.write_lines(
+                        "reg-warm.txt", [f"{r}@{DOMAIN}" for r in warm_registrants]
+                    )
+                    say(f"registrations warm-up: {len(warm_registrants)} accounts")
+                    runs["registrations_warmup"] = bench.loadgen(
+                        "registrations_warmup", COMPONENT, warm, referrers, *common
+                    )
+                accounts = bench.write_lines(
+                    "registrants.txt", [f"{r}@{DOMAIN}" for r in registrants]
+                )
+                say(f"registrations: {len(registrants)} accounts, one connection and one "
+                    f"<register/> each, {inflight} in flight")  # fmt: skip
+                runs["registrations"] = bench.loadgen(
+                    "registrations", COMPONENT, accounts, referrers, *common
+                )
+                say(f"registrations: {runs['registrations']['rate']:.1f}/s")
+                if runs["registrations"]["seconds"] < 3:
+                    say("registrations took under 3 s: raise --reg-accounts for a steadier figure")
+                results = sum(
+                    runs[k]["results"]
+                    for k in ("registrations", "registrations_warmup")
+                    if k in runs
+                )
+                added = db.count("members") - before
+                report["checks"]["registrations"] = {"ok": added == results, "results": results,
+                                                     "members_added": added}  # fmt: skip
+            report["component_rss_mb"] = rss_mb(component.pid)
+            report["prosody_rss_mb"] = rss_mb(prosody.process.pid)
+            procs.stop(component)
+    finally:
+        procs.stop_all()
+        prosody.stop()
+        if db is not None:
+            try:
+                db.drop(args.pg_admin_dsn)
+            except Exception as exc:  # the report matters more than the clean-up
+                say(f"could not drop {db.pg_name}: {exc}")
+        if args.keep:
+            say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report["machine"]["loadavg_after"] = list(os.getloadavg())
+    for r in report["runs"].values():
+        r["busiest_process"] = bottleneck(r)
+    report["ratios_to_ceiling"] = ratios(report["runs"])
+    return report
+
+
+def check_payments(db: Db, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every answered payment is stored; unanswered ones may or may not be."""
+    results = sum(r["results"] for r in runs)
+    unanswered = sum(r["timeouts"] + r["lost"] for r in runs)
+    rows = db.count("payments")
+    return {
+        "ok": results <= rows <= results + unanswered,
+        "rows": rows,
+        "results": results,
+        "unanswered": unanswered,
+        "errors": sum(sum(r["errors"].values()) for r in runs),
+    }
+
+
+def bottleneck(run: dict[str, Any]) -> str | None:
+    """The process that used the most CPU in a run (the generator must never be it)."""
+    pct: dict[str, float] = run.get("cpu", {}).get("pct_of_core", {})
+    return max(pct, key=lambda k: pct[k]) if pct else None
+
+
+def ratios(runs: dict[str, Any]) -> dict[str, float]:
+    """Each rate over the ceiling's."""
+    ceiling = runs.get("ceiling", {}).get("rate")
+    if not ceiling:
+        return {}
+    return {k: round(v["rate"] / ceiling, 4) for k, v in runs.items() if k != "ceiling"}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The figures as a text table."""
+    head = (
+        f"{'run':<22}{'rate/s':>10}{'x ceiling':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'errors':>8}  cpu % of a core: generator / prosody / component [/ postgres] (rest)"
+    )
+    lines = [head, "-" * len(head)]
+    ratio = report.get("ratios_to_ceiling", {})
+    for name, r in report["runs"].items():
+        cpu = r.get("cpu", {}).get("pct_of_core", {})
+        other = r.get("cpu", {}).get("other_processes_pct_of_core")
+        names = ("generator", "prosody", "component", "database")
+        cpus = " / ".join(f"{cpu[k]:.0f}" for k in names if k in cpu)
+        lat = r["latency_ms"]
+        x = 1.0 if name == "ceiling" else ratio.get(name)
+        lines.append(
+            f"{name:<22}{r['rate']:>10.1f}{'-' if x is None else f'{x:.4f}':>11}"
+            f"{lat['p50'] or 0:>9.1f}{lat['p99'] or 0:>9.1f}"
+            f"{sum(r['errors'].values()) + r['timeouts']:>8}  {cpus} ({other})"
+        )
+    if "component_rss_mb" in report:
+        lines.append(f"component RSS at the end: {report['component_rss_mb']} MB")
+    for name, check in report.get("checks", {}).items():
+        lines.append(f"check {name}: {'OK' if check.get('ok') else 'FAILED'} {check}")
+    return "\n".join(lines)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM as Ctrl-C: unwinds through the finally blocks that stop the children.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    # SIGINT too: a shell starting us in the background would have it ignored.
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--part", choices=("ceiling", "payments", "registrations", "all"), default="all")
+    p.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--population", choices=("single", "realistic"), default="single")
+    p.add_argument("--members", type=int, default=10_000, help="realistic population size")
+    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--window", type=int, default=64, help="in flight per connection")
+    p.add_argument("--latency-window", type=int, default=16, help="for the latency run")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each")
+    p.add_argument("--reg-accounts", type=int, default=2000, help="registrations measured")
+    p.add_argument("--reg-warmup", type=int, default=64, help="registrations before them")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="before each run, wait up to this many seconds for a busy machine to calm down",
+    )
+    p.add_argument("--pg-admin-dsn", default=PG_ADMIN_DSN)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    p.add_argument("--quiet", action="store_true", help="no per-second progress lines")
+    p.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    p.add_argument("--results-tag", default="", help="added to the results file name")
+    return p
+
+
+def main() -> int:
+    """Run, print the table (stderr) and the JSON (stdout), save the JSON."""
+    args = build_parser().parse_args()
+    procs = Processes()
+    with _signals():
+        try:
+            report = run(args, procs)
+        except KeyboardInterrupt:
+            say("interrupted: everything started was stopped")
+            return 130
+        finally:
+            procs.stop_all()
+    print(table(report), file=sys.stderr)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        tag = f"-{args.results_tag}" if args.results_tag else ""
+        path = RESULTS / f"e2e-{args.db}-{args.population}{tag}-{stamp}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        say(f"written {path.relative_to(ROOT)}")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
