@@ -77,7 +77,7 @@ def component_env(
             "IMSERVER_XMPP__CLIENT_PORT": str(prosody.client_port),
             "IMSERVER_DATABASE__URL": url,
             # Short digests: the checks wait for every notification after each fault.
-            "IMSERVER_NOTIFICATIONS__WINDOW": "0.2",
+            "IMSERVER_NOTIFICATIONS__WINDOW": "0.05",
         }
     )
     return env
