@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, select, text
+from sqlalchemy import Table, any_, bindparam, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,15 +19,43 @@ def upsert(conn: AsyncConnection, model: type[Base]) -> Any:
     return sqlite.insert(model)
 
 
-def for_update(conn: AsyncConnection, stmt: Any, *, shared: bool = False) -> Any:
+def takes_row_locks(conn: AsyncConnection) -> bool:
+    """Whether the backend needs row locks: PostgreSQL does; SQLite's BEGIN IMMEDIATE
+    holds the only write lock of the database for the whole transaction, so a use case
+    on SQLite can neither be overtaken nor read anything that changes under it."""
+    return bool(conn.dialect.name == "postgresql")
+
+
+def for_update(conn: AsyncConnection, stmt: Any, *, shared: bool = False, of: Any = None) -> Any:
     """Lock the selected rows until commit (SQLite's BEGIN IMMEDIATE already serialises).
 
     ``shared`` takes FOR SHARE: it keeps the row from changing (a concurrent termination
-    waits) without blocking the key-share locks that foreign keys to it take.
+    waits) without blocking the key-share locks that foreign keys to it take. ``of``
+    limits the lock to one table of a join.
     """
-    if conn.dialect.name != "postgresql":
+    if not takes_row_locks(conn):
         return stmt
-    return stmt.with_for_update(read=shared)
+    return stmt.with_for_update(read=shared, of=of)
+
+
+def skip_locked(conn: AsyncConnection, stmt: Any) -> Any:
+    """Lock the selected rows, skipping those another transaction holds: several
+    processes share a queue (outbox, settlement) instead of waiting for each other."""
+    if not takes_row_locks(conn):
+        return stmt
+    return stmt.with_for_update(skip_locked=True)
+
+
+def ids_in(conn: AsyncConnection, column: Any, ids: Any) -> Any:
+    """``column IN (subquery)``, written so that each backend's planner probes an index.
+
+    PostgreSQL gets ``= ANY(ARRAY(subquery))``: the ids are computed first, then probed
+    through the key. Written as IN or a join, it prefers a scan of the whole table as
+    soon as a few thousand rows qualify (measured in bench/bench_repair.py).
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(func.array(ids.scalar_subquery()))
+    return column.in_(ids)
 
 
 # (dialect name, table, columns) -> (SQL, bind processors in column order)

@@ -10,7 +10,7 @@ from sqlalchemy import and_, bindparam, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from imserver.store.dialect import for_update, upsert
+from imserver.store.dialect import for_update, takes_row_locks, upsert
 from imserver.store.models import AgencyLink, Agent, Member, Region, RuleCounter, Upline
 from imserver.store.prebuilt import locked, per_dialect
 from imserver.store.records import AgencyView, ChainMember, MemberRecord, PayerChain, UplineLink
@@ -203,7 +203,7 @@ async def agents_of(
     keeps a concurrent termination of the agent from vacating the region behind its back.
     """
     codes = {"codes": list(region_codes)}
-    if shared and conn.dialect.name == "postgresql":
+    if shared and takes_row_locks(conn):
         # KEY SHARE on the regions themselves (what the foreign keys of the new rows take
         # anyway): an agent assignment locks its region FOR UPDATE, so either it waits for
         # us or we wait for it and then read its agent, even where no agents row existed.

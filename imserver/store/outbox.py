@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.dialect import bulk_insert
+from imserver.store.dialect import bulk_insert, skip_locked
 from imserver.store.models import OutboxMessage
 
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
@@ -74,10 +74,9 @@ async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[Outbox
         .order_by(OutboxMessage.id)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
     rows = [
-        OutboxRow(int(i), int(m), r, json.loads(p), c) for i, m, r, p, c in await conn.execute(stmt)
+        OutboxRow(int(i), int(m), r, json.loads(p), c)
+        for i, m, r, p, c in await conn.execute(skip_locked(conn, stmt))
     ]
     if rows:
         await conn.execute(

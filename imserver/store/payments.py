@@ -10,7 +10,7 @@ from typing import NamedTuple
 from sqlalchemy import Table, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.dialect import bulk_insert, for_update, reserve_ids
+from imserver.store.dialect import bulk_insert, for_update, reserve_ids, skip_locked
 from imserver.store.models import Member, Payment, PaymentShare, Refund, RefundShare
 
 # Inserts go through the Core tables: the ORM's bookkeeping for an INSERT of the mapped
@@ -244,9 +244,7 @@ async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Pay
         .order_by(Payment.id)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    return [PaymentRecord(*row) for row in await conn.execute(stmt)]
+    return [PaymentRecord(*row) for row in await conn.execute(skip_locked(conn, stmt))]
 
 
 async def mark_settled(conn: AsyncConnection, payment_id: int, now: datetime) -> bool:

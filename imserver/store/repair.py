@@ -47,6 +47,7 @@ from sqlalchemy.orm import aliased
 
 from imserver.domain.policy import MAX_LEVELS
 from imserver.store.db import Retry
+from imserver.store.dialect import ids_in, takes_row_locks
 from imserver.store.members import get_by_id, upline_ids
 from imserver.store.models import AgencyLink, Agent, Base, Bot, Member, Upline
 from imserver.store.records import MemberRecord
@@ -119,7 +120,7 @@ async def lock_line(
     member as this transaction read it) is returned as it is when given.
     """
     before = await upline_ids(conn, member_id)
-    if conn.dialect.name != "postgresql":
+    if not takes_row_locks(conn):
         member = as_read if as_read is not None else await get_by_id(conn, member_id)
         if member is None:
             raise LookupError(f"member {member_id} vanished")
@@ -177,13 +178,7 @@ async def _delete_levels_beyond(conn: AsyncConnection, pivot: int) -> None:
     )
     at_pivot = aliased(Upline)
     members_through = select(at_pivot.member_id).where(at_pivot.ancestor_id == pivot)
-    if conn.dialect.name == "postgresql":
-        # = ANY(ARRAY(subquery)): the ids are computed first, then probed through the
-        # primary key. Written as a join, PostgreSQL prefers a scan of the whole table as
-        # soon as a few thousand chains change (measured in bench/bench_repair.py).
-        selected = Upline.member_id == any_(func.array(members_through.scalar_subquery()))
-    else:
-        selected = Upline.member_id.in_(members_through)
+    selected = ids_in(conn, Upline.member_id, members_through)
     await conn.execute(delete(Upline).where(selected, through))
 
 

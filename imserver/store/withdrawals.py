@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from imserver.store.dialect import for_update
 from imserver.store.models import Member, Withdrawal
 
 
@@ -47,8 +48,8 @@ async def get(
     """One withdrawal (its row locked for update when asked)."""
     stmt = select(*_COLS).join(Member, Member.id == Withdrawal.member_id)
     stmt = stmt.where(Withdrawal.id == withdrawal_id)
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=Withdrawal)
+    if lock:
+        stmt = for_update(conn, stmt, of=Withdrawal)
     row = (await conn.execute(stmt)).first()
     return WithdrawalRecord(*row) if row else None
 
