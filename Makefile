@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit soak bench prosody postgres clean
+.PHONY: run test lint unit soak bench bench-full prosody postgres clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,22 @@ test: $(STAMP) prosody postgres lint
 soak: $(STAMP) prosody postgres
 	$(BIN)/pytest -q -m soak
 
-bench: $(STAMP)
+## Every benchmark once (the end-to-end one: SQLite, one payer); JSON in bench/results/.
+bench: $(STAMP) prosody postgres
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+## The end-to-end matrix of issue 9: SQLite and PostgreSQL, one payer, 10,000 and
+## 1,000,000 members (bulk-loaded); about an hour on 2 cores.
+bench-full: $(STAMP) prosody postgres
+	@for db in sqlite postgresql; do \
+	  $(BIN)/python bench/bench_e2e.py --db $$db --wait-idle 600 && \
+	  for n in 10000 1000000; do \
+	    $(BIN)/python bench/bench_e2e.py --db $$db --population realistic --members $$n \
+	      --part payments --wait-idle 600 && \
+	    $(BIN)/python bench/bench_e2e.py --db $$db --population realistic --members $$n \
+	      --part registrations --wait-idle 600 || exit 1; \
+	  done || exit 1; \
+	done
 
 clean:
 	rm -rf var $(VENV)
