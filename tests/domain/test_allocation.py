@@ -135,18 +135,23 @@ def test_successive_refunds_end_with_every_share_returned(
 ) -> None:
     remaining, _ = case
     original = list(remaining)
+    returned = [0] * len(original)  # what the refunds gave back, per share
     for size in slices:
         left = sum(remaining)
         if left == 0:
             break
         parts = reverse(min(size, left), remaining)
+        assert sum(parts) == min(size, left)
+        assert all(0 <= p <= r for p, r in zip(parts, remaining, strict=True))
         remaining = [r - p for r, p in zip(remaining, parts, strict=True)]
-        assert all(r >= 0 for r in remaining)
+        returned = [g + p for g, p in zip(returned, parts, strict=True)]
     if sum(remaining):
+        # The last refund takes everything left (no bound checked here: the assertion
+        # below is what says that it returns each share exactly).
         parts = reverse(sum(remaining), remaining)
-        assert parts == remaining  # a refund of everything left returns each share exactly
-        remaining = [0] * len(remaining)
-    assert sum(original) - sum(remaining) == sum(original)
+        returned = [g + p for g, p in zip(returned, parts, strict=True)]
+    # Every share came back whole, not merely the total.
+    assert returned == original
 
 
 def test_default_policy_example_of_the_protocol() -> None:
