@@ -134,11 +134,11 @@ async def test_rate_limit_end_to_end(tmp_path: Path) -> None:
             user = await svc.client()
             answers = [await _chain_answer(user, svc.jid) for _ in range(5)]
             assert answers == ["registration-required"] * 3 + ["resource-constraint"] * 2
-            try:
+            with pytest.raises(IqError) as refused:
                 await user.dist.chain(svc.jid)
-            except IqError as exc:
-                assert exc.iq["error"]["type"] == "wait"
-                assert "too many requests" in exc.iq["error"]["text"]
+            refusal = refused.value.iq["error"]
+            assert (refusal["condition"], refusal["type"]) == ("resource-constraint", "wait")
+            assert "too many requests" in refusal["text"]
             # A refused request changed nothing; others are not held back by this sender.
             other = await svc.client()
             await other.dist.register(svc.jid, shop.bare)
