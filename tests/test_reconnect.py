@@ -15,6 +15,7 @@ from imserver.service.regions import load_regions
 from imserver.store.migrate import upgrade
 from tests.conftest import COMPONENTS, SECRET, make_config
 from tests.support.clients import PASSWORD, Client
+from tests.support.faults import wait_for
 
 
 @pytest.fixture
@@ -43,8 +44,8 @@ async def test_component_comes_back_after_prosody_restarts(
         admin_jid = app.config.admins[0]
         for _ in range(3):
             await own_prosody.astop()
-            await asyncio.sleep(0.5)  # the component notices and starts backing off
-            assert not app.component.connected_event.is_set()
+            # The component notices that the link is gone (and starts backing off).
+            assert await wait_for(lambda: not app.component.connected_event.is_set(), 10, 0.02)
             await own_prosody.astart()
             # Back within 10 s: the back-off is capped (2 s in the test config).
             await asyncio.wait_for(app.component.connected_event.wait(), 10)
