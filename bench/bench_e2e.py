@@ -15,6 +15,9 @@ client in its own process. Each part runs in order, on the same Prosody, with th
 same generator, connections and window:
 
 - ceiling: payment IQs to the bare component (connections x window in flight);
+  then again with each result carrying a ``<distribution/>`` as large as imserver's
+  (``ceiling_payment``: the XMPP server's cost of the protocol's own bytes, with no
+  work behind them; every run's ratio to both ceilings is reported);
 - payments: the same IQs to imserver, as merchant bots (connections x window), then
   again with ``--latency-window`` in flight per connection (the latency figure);
   afterwards the payments table must hold every answered payment and
@@ -530,17 +533,39 @@ def start_component(bench: Bench, env: dict[str, str]) -> subprocess.Popen[bytes
     return proc
 
 
-def start_bare(bench: Bench) -> subprocess.Popen[bytes]:
-    """The ceiling's bare component; returns once it is connected."""
+def start_bare(bench: Bench, answer: Path | None = None) -> subprocess.Popen[bytes]:
+    """The ceiling's bare component; returns once it is connected. With ``answer``,
+    every result carries that payload (the payment-shaped ceiling)."""
     log_path = bench.tmp / "bare.log"
+    extra = ["--answer", str(answer)] if answer is not None else []
     with open(log_path, "ab") as log:
         proc = bench.procs.popen(
             [sys.executable, str(BENCH / "bare_component.py"), BARE, SECRET, "127.0.0.1",
-             str(bench.prosody.component_port)],
+             str(bench.prosody.component_port), *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     wait_ready(bench, proc, log_path, "bare component", BARE, timeout=30)
     return proc
+
+
+def payment_answer() -> str:
+    """A ``<distribution/>`` as large as imserver's answer to a payment of the single
+    population (two referrers, three agents, platform, merchant), written by the
+    product's own serialiser (the bare component stamps each with the payment's id)."""
+    from imserver.service.money_views import DistributionView, ShareView
+    from imserver.xmpp.requests.payments import distribution_xml
+
+    shares = [
+        ShareView("referrer", 300, f"user-l1@{DOMAIN}", 1),
+        ShareView("referrer", 150, f"user-l2@{DOMAIN}", 2),
+        ShareView("agent", 100, f"district-agent@{DOMAIN}", scope="district"),
+        ShareView("agent", 60, f"city-agent@{DOMAIN}", scope="city"),
+        ShareView("agent", 40, f"province-agent@{DOMAIN}", scope="province"),
+        ShareView("platform", 200),
+        ShareView("merchant", 9150, f"merchant@{DOMAIN}"),
+    ]
+    view = DistributionView("", f"merchant@{DOMAIN}", 10000, "CNY", 1, shares)
+    return distribution_xml(view)
 
 
 def wait_ready(
@@ -654,6 +679,17 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
             runs["ceiling"]["component_rss_mb"] = rss_mb(bare.pid)
             procs.stop(bare)
             say(f"ceiling: {runs['ceiling']['rate']:.0f} IQ/s")
+            # The same with answers as large as a distribution: what the XMPP server
+            # costs for the payment protocol's own bytes, with no work behind them.
+            answer = tmp / "payment-answer.xml"
+            answer.write_text(payment_answer())
+            bare = start_bare(bench, answer)
+            bench.watch["component"] = bare.pid
+            runs["ceiling_payment"] = bench.pipelined(
+                "ceiling_payment", BARE, bot_file, picks, args.window, "round-robin"
+            )
+            procs.stop(bare)
+            say(f"payment-shaped ceiling: {runs['ceiling_payment']['rate']:.0f} IQ/s")
 
         if parts & {"payments", "registrations"}:
             db = Db.create(args.db, tmp, args.pg_admin_dsn)
@@ -761,6 +797,7 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     for r in report["runs"].values():
         r["busiest_process"] = bottleneck(r)
     report["ratios_to_ceiling"] = ratios(report["runs"])
+    report["ratios_to_payment_ceiling"] = ratios(report["runs"], "ceiling_payment")
     return report
 
 
@@ -784,22 +821,26 @@ def bottleneck(run: dict[str, Any]) -> str | None:
     return max(pct, key=lambda k: pct[k]) if pct else None
 
 
-def ratios(runs: dict[str, Any]) -> dict[str, float]:
-    """Each rate over the ceiling's."""
-    ceiling = runs.get("ceiling", {}).get("rate")
+def ratios(runs: dict[str, Any], ceiling_run: str = "ceiling") -> dict[str, float]:
+    """Each rate over a ceiling's (``ceiling``: empty answers; ``ceiling_payment``:
+    answers as large as a distribution)."""
+    ceiling = runs.get(ceiling_run, {}).get("rate")
     if not ceiling:
         return {}
-    return {k: round(v["rate"] / ceiling, 4) for k, v in runs.items() if k != "ceiling"}
+    return {
+        k: round(v["rate"] / ceiling, 4) for k, v in runs.items() if not k.startswith("ceiling")
+    }
 
 
 def table(report: dict[str, Any]) -> str:
     """The figures as a text table."""
     head = (
-        f"{'run':<22}{'rate/s':>10}{'x ceiling':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'run':<22}{'rate/s':>10}{'x ceiling':>11}{'x pay-ceil':>11}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'errors':>8}  cpu % of a core: generator / prosody / component [/ postgres] (rest)"
     )
     lines = [head, "-" * len(head)]
     ratio = report.get("ratios_to_ceiling", {})
+    pay_ratio = report.get("ratios_to_payment_ceiling", {})
     for name, r in report["runs"].items():
         cpu = r.get("cpu", {}).get("pct_of_core", {})
         other = r.get("cpu", {}).get("other_processes_pct_of_core")
@@ -807,8 +848,12 @@ def table(report: dict[str, Any]) -> str:
         cpus = " / ".join(f"{cpu[k]:.0f}" for k in names if k in cpu)
         lat = r["latency_ms"]
         x = 1.0 if name == "ceiling" else ratio.get(name)
+        if name == "ceiling_payment" and "ceiling" in report["runs"]:
+            x = r["rate"] / report["runs"]["ceiling"]["rate"]
+        y = 1.0 if name == "ceiling_payment" else pay_ratio.get(name)
         lines.append(
             f"{name:<22}{r['rate']:>10.1f}{'-' if x is None else f'{x:.4f}':>11}"
+            f"{'-' if y is None else f'{y:.4f}':>11}"
             f"{lat['p50'] or 0:>9.1f}{lat['p99'] or 0:>9.1f}"
             f"{sum(r['errors'].values()) + r['timeouts']:>8}  {cpus} ({other})"
         )
