@@ -20,6 +20,7 @@ from imserver.store import repair as store_repair
 from imserver.store.models import AgencyLink, Agent, Member, Upline
 from tests.conftest import Service
 from tests.support.clients import Client, expect_error
+from tests.support.faults import wait_for
 from tests.support.network import (
     add_merchant,
     assign_agent,
@@ -450,6 +451,25 @@ async def test_parent_and_child_terminated_at_once_with_registrations(service: S
     assert [link[1] for link in kid["upline"]] == [a.bare, net.merchant.bare]
 
 
+async def waits_for_a_lock(svc: Service) -> bool:
+    """Whether a transaction of ``svc`` is blocked behind another's locks right now.
+
+    PostgreSQL: a backend of this database waits for a lock not granted. SQLite (one
+    writer at a time, behind the database's asyncio lock): a task is queued on that lock.
+    Only the two requests of the test write meanwhile, so the one blocked is the second.
+    """
+    if svc.backend == "sqlite":
+        return bool(svc.app.db._write_lock._waiters)  # asyncio.Lock's queue
+    waiting = await _rows(
+        svc,
+        text(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND a.datname = current_database()"
+        ),
+    )
+    return int(waiting[0][0]) > 0
+
+
 class Gate:
     """Wraps ``store.repair.lock_line``: the call for one member holds its locks until
     released, so a test can order a registration and a repair deterministically."""
@@ -481,8 +501,8 @@ async def test_a_registration_holding_the_line_makes_the_repair_wait(
     joining = asyncio.create_task(service.app.services.membership.register(newcomer, kid.bare))
     await asyncio.wait_for(gate.locked.wait(), 10)
     ending = asyncio.create_task(admin.dist.terminate(service.jid, x.bare, timeout=30))
-    await asyncio.sleep(0.5)
-    assert not ending.done(), "the repair must wait for the registration under its line"
+    blocked = await wait_for(lambda: waits_for_a_lock(service), 10, 0.02)
+    assert blocked and not ending.done(), "the repair must wait for the registration"
     gate.release.set()
     await joining
     answer = member_of(await ending)
@@ -503,8 +523,8 @@ async def test_a_repair_holding_the_line_makes_the_registration_retry(
     await asyncio.wait_for(gate.locked.wait(), 10)
     newcomer = service.new_jid("new")
     joining = asyncio.create_task(service.app.services.membership.register(newcomer, kid.bare))
-    await asyncio.sleep(0.5)
-    assert not joining.done(), "the registration must wait for the repair of its line"
+    blocked = await wait_for(lambda: waits_for_a_lock(service), 10, 0.02)
+    assert blocked and not joining.done(), "the registration must wait for the repair"
     gate.release.set()
     member_of(await ending)
     view = await joining
@@ -539,8 +559,8 @@ async def test_the_first_agent_of_a_region_waits_for_registrations_in_it(
     await asyncio.wait_for(locked.wait(), 10)  # it has read "no agent" for the region
     agent = service.new_jid("agent")
     assigning = asyncio.create_task(assign_agent(admin, service.jid, agent, "650102"))
-    await asyncio.sleep(0.5)
-    assert not assigning.done(), "the assignment must wait for the registration"
+    blocked = await wait_for(lambda: waits_for_a_lock(service), 10, 0.02)
+    assert blocked and not assigning.done(), "the assignment must wait for the registration"
     release.set()
     await joining
     await assigning
