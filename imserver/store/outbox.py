@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,37 +21,27 @@ class OutboxRow:
     id: int
     member_id: int
     recipient: str
-    payload: dict[str, Any]
+    payload: dict[str, str]
     created_at: datetime
-
-
-async def add(
-    conn: AsyncConnection, rows: Sequence[tuple[int, str, dict[str, Any]]], now: datetime
-) -> None:
-    """Queue notifications: (member id, recipient JID, payload)."""
-    await bulk_insert(
-        conn,
-        _OUTBOX,
-        ("member_id", "recipient", "payload", "created_at", "sent_at"),
-        [
-            (
-                member_id,
-                recipient,
-                json.dumps(payload, ensure_ascii=False, sort_keys=True),
-                now,
-                None,
-            )
-            for member_id, recipient, payload in rows
-        ],
-    )
 
 
 # One encoder for every row: json.dumps with options builds a new one per call.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
-def _json(payload: dict[str, Any]) -> str:
-    return _ENCODE(payload)
+async def add(
+    conn: AsyncConnection, rows: Sequence[tuple[int, str, dict[str, str]]], now: datetime
+) -> None:
+    """Queue notifications: (member id, recipient JID, payload of text values)."""
+    await bulk_insert(
+        conn,
+        _OUTBOX,
+        ("member_id", "recipient", "payload", "created_at", "sent_at"),
+        [
+            (member_id, recipient, _ENCODE(payload), now, None)
+            for member_id, recipient, payload in rows
+        ],
+    )
 
 
 async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[OutboxRow]:

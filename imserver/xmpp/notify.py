@@ -22,6 +22,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
 from imserver.service.money_views import Notice
+from imserver.service.outbox import SLICE
 from imserver.xmpp.rawxml import element, text
 from plugins.distribution import NS
 
@@ -80,8 +81,15 @@ class Notifier:
                     await self.outbox.give_back(ids)
                     continue
                 self.rounds += 1
+                written = 0
                 for notice in notices:
                     self._send(notice)
+                    written += len(notice.ids)
+                    if written >= SLICE:
+                        # Let the answers to payments out between slices of a large
+                        # round (their latency), the round is confirmed as a whole.
+                        written = 0
+                        await asyncio.sleep(0)
                 if not await self._confirmed():
                     await self.outbox.give_back(ids)
                 elif more:
