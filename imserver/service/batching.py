@@ -20,10 +20,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.service.errors import ServiceError
-from imserver.store.db import Database
+from imserver.store.db import Conn, Database
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
 # Answers each item of a batch, in order: its result or its refusal.
-BatchFunction = Callable[[AsyncConnection, Sequence[I]], Awaitable[list[R | ServiceError]]]
+BatchFunction = Callable[[Conn, Sequence[I]], Awaitable[list[R | ServiceError]]]
 
 
 class GroupCommit(Generic[I, R]):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.service.authz import resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, conflict, forbidden, not_found
 from imserver.service.membership import parse_jid
 from imserver.service.money_views import BotView
 from imserver.store import audit, bots, members
+from imserver.store.db import Conn
 
 
 class Bots:
@@ -29,7 +28,7 @@ class Bots:
         if bot_jid == merchant_jid:
             raise bad_request("a merchant's own JID needs no bot link")
 
-        async def use_case(conn: AsyncConnection) -> BotView:
+        async def use_case(conn: Conn) -> BotView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("bot.manage")
             if not actor.is_admin and merchant_jid != sender:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain.policy import Policy
 from imserver.store import epoch, members, policies
+from imserver.store.db import Conn
 from imserver.store.records import MemberRecord, PayerChain
 
 
@@ -34,7 +33,7 @@ class ChainCache:
         self.misses = 0
         self.resets = 0
 
-    async def sync(self, conn: AsyncConnection) -> None:
+    async def sync(self, conn: Conn) -> None:
         """Read the epoch (held until commit on PostgreSQL); drop everything if it moved."""
         now = await epoch.read(conn)
         if now != self._epoch:
@@ -45,7 +44,7 @@ class ChainCache:
             self._payers.clear()
             self._epoch = now
 
-    async def policy(self, conn: AsyncConnection) -> tuple[int, Policy]:
+    async def policy(self, conn: Conn) -> tuple[int, Policy]:
         """The newest policy and its version."""
         if self._policy is None:
             found = await policies.latest(conn)
@@ -62,9 +61,7 @@ class ChainCache:
         """Keep what the authorisation found (only ever an allowed sender)."""
         self._merchants[sender] = merchant
 
-    async def payers(
-        self, conn: AsyncConnection, jids: Iterable[str], levels: int
-    ) -> dict[str, PayerChain]:
+    async def payers(self, conn: Conn, jids: Iterable[str], levels: int) -> dict[str, PayerChain]:
         """The payers among these JIDs that are members, with their chains."""
         out: dict[str, PayerChain] = {}
         missing: list[str] = []

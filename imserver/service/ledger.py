@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.service.authz import resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, not_found
@@ -14,6 +12,7 @@ from imserver.service.money_views import (
     StatementPage,
 )
 from imserver.store import ledger, members
+from imserver.store.db import Conn
 from imserver.store.ledger import LedgerReport
 
 MAX_PAGE = 100
@@ -26,7 +25,7 @@ class Ledger:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def _member_id(self, conn: AsyncConnection, sender: str, jid: str | None) -> int:
+    async def _member_id(self, conn: Conn, sender: str, jid: str | None) -> int:
         """The member whose ledger is read: the sender, or anyone for an admin."""
         actor = await resolve_actor(conn, sender, self.ctx.config)
         target = parse_jid(jid, "jid") if jid else sender
@@ -44,7 +43,7 @@ class Ledger:
     async def balance(self, sender: str, jid: str | None = None) -> BalanceView:
         """Pending, available and reserved amounts per currency."""
 
-        async def use_case(conn: AsyncConnection) -> BalanceView:
+        async def use_case(conn: Conn) -> BalanceView:
             member_id = await self._member_id(conn, sender, jid)
             found = await ledger.member_balances(conn, member_id)
             lines = [
@@ -79,7 +78,7 @@ class Ledger:
         after_id = _cursor(after, "after")
         before_id = _cursor(before, "before") if isinstance(before, str) else None
 
-        async def use_case(conn: AsyncConnection) -> StatementPage:
+        async def use_case(conn: Conn) -> StatementPage:
             member_id = await self._member_id(conn, sender, jid)
             entries, count, first = await ledger.statement(
                 conn,

@@ -25,13 +25,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.config import LimitsConfig
 from imserver.service.context import Context
 from imserver.service.errors import ServiceError
-from imserver.store.models import Bot
+from imserver.store import bots
 
 
 @dataclass
@@ -143,12 +140,8 @@ class SenderLimiter:
 def bot_lookup(ctx: Context) -> Callable[[str], Awaitable[bool]]:
     """``is_bot(jid)``: whether the JID reports payments for a merchant (bots table)."""
 
-    async def use_case(conn: AsyncConnection, jid: str) -> bool:
-        found = await conn.execute(select(Bot.jid).where(Bot.jid == jid).limit(1))
-        return found.first() is not None
-
     async def is_bot(jid: str) -> bool:
-        return await ctx.db.transaction(lambda conn: use_case(conn, jid))
+        return await ctx.db.transaction(lambda conn: bots.is_bot(conn, jid))
 
     return is_bot
 

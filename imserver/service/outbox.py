@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain.notices import notification_body
 from imserver.service.context import Context
 from imserver.service.money_views import Notice
 from imserver.store import outbox
+from imserver.store.db import Conn
 
 PAGE = 500  # rows claimed per transaction (short: the payment writer waits for the lock)
 ROUND = 50_000  # rows claimed per sending round at most; more waits for the next round
@@ -48,7 +47,7 @@ class Outbox:
     async def give_back(self, ids: Sequence[int]) -> None:
         """Unclaim notifications that were never written to the link."""
 
-        async def use_case(conn: AsyncConnection) -> None:
+        async def use_case(conn: Conn) -> None:
             await outbox.unclaim(conn, ids)
 
         await self.ctx.db.transaction(use_case)
@@ -58,7 +57,7 @@ class Outbox:
         return await self.ctx.db.transaction(outbox.unsent_count)
 
 
-async def _claim_page(now: datetime, size: int, conn: AsyncConnection) -> list[outbox.OutboxRow]:
+async def _claim_page(now: datetime, size: int, conn: Conn) -> list[outbox.OutboxRow]:
     return await outbox.claim(conn, now, size)
 
 

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain import allocation
 from imserver.domain.chains import SCOPES
 from imserver.domain.money import parse_minor_units
@@ -29,6 +27,7 @@ from imserver.service.membership import parse_jid
 from imserver.service.money_views import DistributionView, share_views
 from imserver.store import ledger, members, outbox
 from imserver.store import payments as store
+from imserver.store.db import Conn
 from imserver.store.ledger import AccountKey
 from imserver.store.payments import NewPayment, PaymentRecord, ShareRecord
 from imserver.store.records import MemberRecord, PayerChain
@@ -111,9 +110,7 @@ class Payments:
             raise bad_request(f"currency {code[:8]!r} is not accepted (use one of {accepted})")
         return code
 
-    async def _merchant_of_sender(
-        self, conn: AsyncConnection, sender: str, named: str | None
-    ) -> MemberRecord:
+    async def _merchant_of_sender(self, conn: Conn, sender: str, named: str | None) -> MemberRecord:
         """The merchant the sender reports for: itself, or the merchant of its bot JID.
 
         ``named`` is the optional ``merchant`` attribute: a sender naming a merchant it
@@ -148,7 +145,7 @@ class Payments:
             PaymentRequest(sender, ref, payer, amount, currency, merchant_jid)
         )
 
-    async def _accept(self, conn: AsyncConnection, index: int, r: PaymentRequest) -> _Accepted:
+    async def _accept(self, conn: Conn, index: int, r: PaymentRequest) -> _Accepted:
         """Every check of a request that needs no payer, in the protocol's order."""
         merchant = await self._merchant_of_sender(conn, r.sender, r.merchant)
         ref = parse_ref(r.ref, "payment id")
@@ -161,7 +158,7 @@ class Payments:
         return _Accepted(index, merchant, ref, payer, value, code)
 
     async def _pay_batch(
-        self, conn: AsyncConnection, requests: Sequence[PaymentRequest]
+        self, conn: Conn, requests: Sequence[PaymentRequest]
     ) -> list[DistributionView | ServiceError]:
         """Answer a batch of payment requests in one transaction (see ``GroupCommit``)."""
         await self.cache.sync(conn)
@@ -248,7 +245,7 @@ class Payments:
 
     async def _write(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         new: list[tuple[_Accepted, NewPayment, list[ShareRecord]]],
         now: datetime,
     ) -> None:
@@ -269,9 +266,7 @@ class Payments:
         await ledger.post_many(conn, movements)
         await outbox.add(conn, notices, now)
 
-    async def _replay(
-        self, conn: AsyncConnection, p: PaymentRecord, a: _Accepted
-    ) -> DistributionView:
+    async def _replay(self, conn: Conn, p: PaymentRecord, a: _Accepted) -> DistributionView:
         payer = await members.get_by_id(conn, p.payer_id)
         same = payer is not None and payer.jid == a.payer
         if not same or p.amount != a.amount or p.currency != a.currency:
@@ -291,7 +286,7 @@ class Payments:
     ) -> DistributionView:
         """Reverse part or all of a payment in proportion; idempotent on the refund id."""
 
-        async def use_case(conn: AsyncConnection) -> DistributionView:
+        async def use_case(conn: Conn) -> DistributionView:
             await self.cache.sync(conn)  # the cache answers for senders only once synced
             merchant = await self._merchant_of_sender(conn, sender, merchant_jid)
             refund_ref = parse_ref(ref, "refund id")
@@ -319,7 +314,7 @@ class Payments:
 
     async def _replay_refund(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         r: store.RefundRecord,
         merchant: MemberRecord,
         payment_ref: str,
@@ -343,7 +338,7 @@ class Payments:
 
     async def _reverse(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         merchant: MemberRecord,
         p: PaymentRecord,
         ref: str,

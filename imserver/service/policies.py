@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain.policy import Policy
 from imserver.service.context import Context
 from imserver.store import policies
+from imserver.store.db import Conn
 
 
 @dataclass(frozen=True)
@@ -17,7 +16,7 @@ class VersionedPolicy:
     policy: Policy
 
 
-async def current_policy(conn: AsyncConnection) -> VersionedPolicy:
+async def current_policy(conn: Conn) -> VersionedPolicy:
     """The newest stored policy (the database, not the config, is the truth at run time)."""
     found = await policies.latest(conn)
     if found is None:
@@ -28,7 +27,7 @@ async def current_policy(conn: AsyncConnection) -> VersionedPolicy:
 async def seed_policy(ctx: Context) -> VersionedPolicy:
     """Store the config's policy as version 1 when the database has none yet."""
 
-    async def use_case(conn: AsyncConnection) -> VersionedPolicy:
+    async def use_case(conn: Conn) -> VersionedPolicy:
         found = await policies.latest(conn)
         if found is not None:
             return VersionedPolicy(*found)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain.policy import Policy, PolicyError
 from imserver.service.authz import resolve_actor
 from imserver.service.context import Context
@@ -11,6 +9,7 @@ from imserver.service.errors import bad_request
 from imserver.service.money_views import PolicyView
 from imserver.service.policies import current_policy
 from imserver.store import audit, policies
+from imserver.store.db import Conn
 
 MAX_REASON = 500
 
@@ -61,7 +60,7 @@ class PolicyAdmin:
     async def get(self, sender: str) -> PolicyView:
         """The policy in force and its version."""
 
-        async def use_case(conn: AsyncConnection) -> PolicyView:
+        async def use_case(conn: Conn) -> PolicyView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("policy.read")
             current = await current_policy(conn)
@@ -78,7 +77,7 @@ class PolicyAdmin:
         province-bp, allow-third-level); the whole policy is given, nothing is inherited.
         """
 
-        async def use_case(conn: AsyncConnection) -> PolicyView:
+        async def use_case(conn: Conn) -> PolicyView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("policy.set")
             if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain.chains import SCOPES
 from imserver.domain.rulenumbers import looks_like_rule_number
 from imserver.service.authz import capabilities_of, resolve_actor
@@ -21,6 +19,7 @@ from imserver.service.membership import parse_jid
 from imserver.service.policies import current_policy
 from imserver.service.views import MemberView, member_view
 from imserver.store import members, regions, reports
+from imserver.store.db import Conn
 from imserver.store.records import AgencyView, MemberRecord, RegionRecord, UplineLink
 from imserver.store.reports import SaleRecord
 
@@ -144,7 +143,7 @@ class Queries:
     async def access(self, sender: str) -> Access:
         """The kinds and capabilities of a sender (filters ``help`` and disco lists)."""
 
-        async def use_case(conn: AsyncConnection) -> Access:
+        async def use_case(conn: Conn) -> Access:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             return Access(sender, actor.kinds, capabilities_of(actor.kinds))
 
@@ -153,7 +152,7 @@ class Queries:
     async def require_any(self, sender: str, capabilities: frozenset[str]) -> Access:
         """The sender's access, or the error of a sender with none of the capabilities."""
 
-        async def use_case(conn: AsyncConnection) -> Access:
+        async def use_case(conn: Conn) -> Access:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             if capabilities:
                 actor.require_any(capabilities)
@@ -167,7 +166,7 @@ class Queries:
         if not text:
             raise bad_request("give a JID or a rule number")
 
-        async def use_case(conn: AsyncConnection) -> MemberDetails:
+        async def use_case(conn: Conn) -> MemberDetails:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("member.find")
             found: MemberRecord | None
@@ -194,7 +193,7 @@ class Queries:
         """An admin's view of a region: agents and vacancies at each level, members."""
         wanted = _check_code(code)
 
-        async def use_case(conn: AsyncConnection) -> RegionOverview:
+        async def use_case(conn: Conn) -> RegionOverview:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("region.view")
             region = await regions.live(conn, wanted)
@@ -231,7 +230,7 @@ class Queries:
             raise bad_request("offset must not be negative")
         wanted = _check_code(code) if code else None
 
-        async def use_case(conn: AsyncConnection) -> MemberPage:
+        async def use_case(conn: Conn) -> MemberPage:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("region.members")
             target = wanted
@@ -257,7 +256,7 @@ class Queries:
         the region's payment volume; admins may name any region (its current agent)."""
         wanted = _check_code(code) if code else None
 
-        async def use_case(conn: AsyncConnection) -> RegionEarnings:
+        async def use_case(conn: Conn) -> RegionEarnings:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("region.members")
             target = wanted or (sorted(actor.agent_regions)[0] if actor.agent_regions else None)
@@ -282,7 +281,7 @@ class Queries:
     async def statistics(self, sender: str) -> Statistics:
         """Network-wide counts, for admins."""
 
-        async def use_case(conn: AsyncConnection) -> Statistics:
+        async def use_case(conn: Conn) -> Statistics:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("stats")
             policy = await current_policy(conn)
@@ -310,7 +309,7 @@ class Queries:
         merchant_jid = parse_jid(merchant, "merchant") if merchant else None
         start = datetime.combine(wanted, time(), tzinfo=UTC)
 
-        async def use_case(conn: AsyncConnection) -> MerchantDay:
+        async def use_case(conn: Conn) -> MerchantDay:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("merchant.sales")
             found: MemberRecord | None

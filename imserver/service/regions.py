@@ -16,12 +16,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain import chains
 from imserver.geo.regions import Region
 from imserver.service.context import Context
 from imserver.store import audit, members, regions
+from imserver.store.db import Conn
 from imserver.store.regions import RegionShape
 
 # A successor chain longer than this is a broken table (the loader refuses loops anyway).
@@ -126,7 +125,7 @@ async def load_regions(ctx: Context, data: Sequence[Region], actor: str = "cli")
         for r in data
     ]
 
-    async def use_case(conn: AsyncConnection) -> LoadReport:
+    async def use_case(conn: Conn) -> LoadReport:
         before = await regions.shapes(conn)
         loaded = await regions.upsert_many(conn, rows)
         after = dict(before)

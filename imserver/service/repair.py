@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain import chains
 from imserver.service.authz import resolve_actor
 from imserver.service.context import Context
@@ -24,6 +22,7 @@ from imserver.service.views import MemberView, member_view
 from imserver.store import audit, members
 from imserver.store import repair as store
 from imserver.store.audit import AuditRecord
+from imserver.store.db import Conn
 from imserver.store.records import MemberRecord
 
 __all__ = ["AuditPage", "AuditRecord", "Repair", "RepairView", "parse_reason"]
@@ -93,7 +92,7 @@ class Repair:
         reason = parse_reason(raw_reason, required=False)
         capability = "member.terminate" if status == "terminated" else "member.delete"
 
-        async def use_case(conn: AsyncConnection) -> RepairView:
+        async def use_case(conn: Conn) -> RepairView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require(capability)
             found = await members.get_by_jid(conn, target_jid)
@@ -153,7 +152,7 @@ class Repair:
             raise bad_request("a member cannot be its own referrer")
         reason = parse_reason(raw_reason, required=True)
 
-        async def use_case(conn: AsyncConnection) -> RepairView:
+        async def use_case(conn: Conn) -> RepairView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("member.reassign")
             found = await members.get_by_jid(conn, member_jid)
@@ -203,7 +202,7 @@ class Repair:
             raise bad_request(f"max is at most {MAX_PAGE}")
         before_id = _positive_int(before, "before", None)
 
-        async def use_case(conn: AsyncConnection) -> AuditPage:
+        async def use_case(conn: Conn) -> AuditPage:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("audit.read")
             return AuditPage(await audit.recent(conn, limit=limit, before_id=before_id))
@@ -211,7 +210,7 @@ class Repair:
         return await self.ctx.db.transaction(use_case)
 
     @staticmethod
-    async def _jid_of(conn: AsyncConnection, member_id: int | None) -> str | None:
+    async def _jid_of(conn: Conn, member_id: int | None) -> str | None:
         if member_id is None:
             return None
         found: MemberRecord | None = await members.get_by_id(conn, member_id)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.service.context import Context
 from imserver.store import ledger
 from imserver.store import payments as store
+from imserver.store.db import Conn
 from imserver.store.ledger import AccountKey
 
 BATCH = 200
@@ -37,7 +36,7 @@ class Settlement:
             if picked < BATCH:
                 return total
 
-    async def _batch(self, conn: AsyncConnection, at: datetime) -> tuple[int, int]:
+    async def _batch(self, conn: Conn, at: datetime) -> tuple[int, int]:
         due = await store.lock_due(conn, at, BATCH)
         if not due:
             return 0, 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain.money import format_amount, parse_minor_units
 from imserver.service.authz import resolve_actor
 from imserver.service.context import Context
@@ -12,6 +10,7 @@ from imserver.service.money_views import WithdrawalView
 from imserver.service.payments import parse_ref
 from imserver.store import audit, ledger
 from imserver.store import withdrawals as store
+from imserver.store.db import Conn
 from imserver.store.withdrawals import WithdrawalRecord
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
@@ -45,7 +44,7 @@ class Withdrawals:
         key = parse_ref(ref, "id") if ref is not None else None
         minimum = self.ctx.config.money.withdrawal_minimum.get(code, 1)
 
-        async def use_case(conn: AsyncConnection) -> WithdrawalView:
+        async def use_case(conn: Conn) -> WithdrawalView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             member = actor.require_member()
             actor.require("withdrawal.ask")
@@ -103,7 +102,7 @@ class Withdrawals:
         status = ACTIONS[action]
         wid = int(withdrawal_id)
 
-        async def use_case(conn: AsyncConnection) -> WithdrawalView:
+        async def use_case(conn: Conn) -> WithdrawalView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require("withdrawal.decide")
             w = await store.get(conn, wid, lock=True)
@@ -152,7 +151,7 @@ class Withdrawals:
         if status is not None and status not in ("pending", "approved", "rejected"):
             raise bad_request("status must be pending, approved or rejected")
 
-        async def use_case(conn: AsyncConnection) -> list[WithdrawalView]:
+        async def use_case(conn: Conn) -> list[WithdrawalView]:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             member_id = None if actor.may("withdrawal.decide") else actor.require_member().id
             rows = await store.listing(conn, member_id=member_id, status=status, limit=MAX_LIST)

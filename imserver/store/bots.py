@@ -21,6 +21,11 @@ async def merchant_of(conn: AsyncConnection, jid: str, *, lock: bool = False) ->
     return int(value) if value is not None else None
 
 
+async def is_bot(conn: AsyncConnection, jid: str) -> bool:
+    """Whether ``jid`` is linked to a merchant as its bot."""
+    return await merchant_of(conn, jid) is not None
+
+
 async def link(conn: AsyncConnection, jid: str, merchant_id: int, now: datetime) -> None:
     """Link a bot JID to a merchant (a concurrent link of the same JID fails on the key)."""
     await conn.execute(insert(Bot).values(jid=jid, merchant_id=merchant_id, created_at=now))

@@ -19,6 +19,10 @@ from imserver.store import sqlite_driver
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The connection a use case runs on. Services name it by this alias and hand it to the
+# stores: they never import SQLAlchemy themselves (an import-linter contract holds it).
+Conn = AsyncConnection
+
 # PostgreSQL: serialization failure, deadlock. Both mean "run the use case again".
 _PG_RETRY = {"40001", "40P01"}
 MAX_ATTEMPTS = 8
