@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 from imserver import cli
 from imserver.app import App
 from imserver.store import backup as backup_mod
+from imserver.store import members as store_members
 from imserver.store.backup import BackupError, backup
 from tests.conftest import PG_ADMIN_DSN, Service, _drop_pg_database, _fresh_pg_database
 from tests.support.clients import expect_error
@@ -63,6 +65,37 @@ def _count(path: Path, table: str) -> int:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+def _jids(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT jid FROM members")}
+
+
+HELD = 20  # the registration whose transaction is open while the backup is taken
+
+
+class HeldInsert:
+    """Wraps ``store.members.insert_member``: the ``nth`` call keeps its transaction open
+    (after its row is written) until released."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
+        self.calls = 0
+        self.held_jid = ""
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        original = store_members.insert_member
+
+        async def held(conn: Any, **kw: Any) -> Any:
+            row = await original(conn, **kw)
+            self.calls += 1
+            if self.calls == nth:
+                self.held_jid = kw["jid"]
+                self.holding.set()
+                await self.release.wait()
+            return row
+
+        monkeypatch.setattr(store_members, "insert_member", held)
+
+
 async def test_sqlite_backup_during_registrations_and_restore(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,31 +115,43 @@ async def test_sqlite_backup_during_registrations_and_restore(
             await user.dist.register(svc.jid, shop.bare)
         chains_before = {u.bare: chain_of(await u.dist.chain(svc.jid)) for u in early}
         during = [await svc.client() for _ in range(40)]
+        baseline = _count(db_path, "members")  # the shop and the early members
 
         # The CLI reads its config from the environment, as an operator's cron job would.
         monkeypatch.setenv("IMSERVER_DATABASE__URL", url)
-
-        async def register_all() -> None:
-            await asyncio.gather(*(u.dist.register(svc.jid, shop.bare) for u in during))
-
-        async def backup_midway() -> int:
-            await asyncio.sleep(0.05)
-            argv = ["--config", str(tmp_path / "none.toml"), "backup", str(dest)]
-            return await asyncio.to_thread(cli.main, argv)
-
-        _, status = await asyncio.gather(register_all(), backup_midway())
+        # All 40 register at once; the HELD-th insert keeps its transaction open (SQLite:
+        # the write lock, the row written, not committed) until the backup has finished.
+        # One writer at a time, so exactly HELD - 1 of them have committed by then, the
+        # held one is in the middle of its transaction and the others are queued behind.
+        gate = HeldInsert(monkeypatch, HELD)
+        registering = asyncio.gather(*(u.dist.register(svc.jid, shop.bare) for u in during))
+        await asyncio.wait_for(gate.holding.wait(), 60)
+        at_backup = _count(db_path, "members")
+        argv = ["--config", str(tmp_path / "none.toml"), "backup", str(dest)]
+        status = await asyncio.wait_for(asyncio.to_thread(cli.main, argv), 60)
+        assert not registering.done()  # the backup ran while registrations were under way
+        gate.release.set()
+        await asyncio.wait_for(registering, 60)
         assert status == 0 and dest.is_file()
         assert not dest.with_name(dest.name + ".part").exists()
         late = await svc.client()
         await late.dist.register(svc.jid, shop.bare)
         await stop_service(svc)
 
-        # The copy is a snapshot of committed states only: every member has its whole
-        # agency chain (3 levels in 440305), none half-registered.
+        # The copy is the committed state of the moment it was taken, strictly between the
+        # states before and after the registrations: the held member is not in it.
         members = _count(dest, "members")
-        assert 1 + len(early) <= members <= 1 + len(early) + len(during)
+        assert members == at_backup == baseline + HELD - 1
+        assert _count(db_path, "members") == baseline + len(during) + 1
+        copied, live = _jids(dest), _jids(db_path)
+        assert copied < live and {u.bare for u in early} < copied
+        assert gate.held_jid in live and gate.held_jid not in copied
+        # Every member in the copy has its whole agency chain (3 levels in 440305).
         assert _count(dest, "agency_links") == 3 * members
-        print(f"\nbackup: {members} of {2 + len(early) + len(during)} members at the moment")
+        print(
+            f"\nbackup: {members} members; before the registrations {baseline}, after "
+            f"{baseline + len(during)}"
+        )
 
         # Restore as README.md says: move the live files aside, copy the backup in, start.
         aside = tmp_path / "aside"
@@ -171,8 +216,8 @@ async def test_postgresql_backup_and_restore(tmp_path: Path) -> None:
         pytest.skip("PostgreSQL not selected")
     if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
         pytest.skip("pg_dump/pg_restore not installed")
-    if not await _pg_available():
-        pytest.skip("PostgreSQL not reachable")
+    # Selected but not reachable is a failure (as it is for every other PostgreSQL test).
+    assert await _pg_available(), "PostgreSQL is selected but not reachable (IMSERVER_TEST_PG)"
     from imserver.config import load_config
     from imserver.geo.regions import load_regions_csv
     from imserver.service.membership import Location
