@@ -32,12 +32,35 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# What erasure (``store/repair.erase``) does with a column that may hold a person's data,
+# declared on the column itself: erasure reads these, and tests/test_erasure_rules.py
+# fails when a column that could hold a JID or free text declares nothing.
+ERASURE = "erasure"
+ERASURE_RULES = ("identity", "jid", "json", "text", "drop", "keep")
+
+
+def erased(rule: str, why: str = "") -> dict[str, str]:
+    """A column's erasure rule, for ``mapped_column(info=...)``.
+
+    ``identity``: the member's own JID (becomes the pseudonym); ``jid``: a whole bare JID
+    (a deleted member's becomes its pseudonym); ``json``: JSON text in which a deleted
+    member's JID may appear as a whole string (rewritten to the pseudonym); ``text``: free
+    text (an admin's reason) in which the JID is rewritten wherever it appears; ``drop``:
+    the member's personal field (emptied); ``keep``: holds no JID (``why`` says so).
+    """
+    if rule not in ERASURE_RULES:
+        raise ValueError(f"unknown erasure rule {rule!r}")
+    if rule == "keep" and not why:
+        raise ValueError("a column kept through erasure says why")
+    return {ERASURE: rule, "why": why}
+
+
 class Region(Base):
     """An administrative area. Centroids in micro-degrees (integers)."""
 
     __tablename__ = "regions"
     code: Mapped[str] = mapped_column(String(12), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100), info=erased("keep", "a place name"))
     level: Mapped[int] = mapped_column(SmallInteger)  # 1 province, 2 city, 3 district
     parent_code: Mapped[str | None] = mapped_column(String(12), index=True)
     lat_e6: Mapped[int] = mapped_column(Integer)
@@ -50,7 +73,7 @@ class Member(Base):
 
     __tablename__ = "members"
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    jid: Mapped[str] = mapped_column(String(1023), unique=True)
+    jid: Mapped[str] = mapped_column(String(1023), unique=True, info=erased("identity"))
     rule_number: Mapped[str] = mapped_column(String(32), unique=True)
     role: Mapped[str] = mapped_column(String(8))  # user | merchant | agent
     region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
@@ -60,8 +83,8 @@ class Member(Base):
     status: Mapped[str] = mapped_column(String(12), default="active")
     # Keyed hash of an erased JID, so a deleted referrer is told apart from an unknown one.
     erased_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    location: Mapped[str | None] = mapped_column(String(400))
+    name: Mapped[str | None] = mapped_column(String(200), info=erased("drop"))
+    location: Mapped[str | None] = mapped_column(String(400), info=erased("drop"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -107,7 +130,7 @@ class Bot(Base):
     """A bot JID allowed to report payments for a merchant."""
 
     __tablename__ = "bots"
-    jid: Mapped[str] = mapped_column(String(1023), primary_key=True)
+    jid: Mapped[str] = mapped_column(String(1023), primary_key=True, info=erased("jid"))
     merchant_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -117,9 +140,11 @@ class PolicyVersion(Base):
 
     __tablename__ = "policies"
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    body: Mapped[str] = mapped_column(String(2000))  # JSON of Policy.as_dict()
+    body: Mapped[str] = mapped_column(  # JSON of Policy.as_dict()
+        String(2000), info=erased("keep", "the policy's terms: shares and levels")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    created_by: Mapped[str] = mapped_column(String(1023))
+    created_by: Mapped[str] = mapped_column(String(1023), info=erased("jid"))
 
 
 class AuditEntry(Base):
@@ -128,11 +153,11 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    actor: Mapped[str] = mapped_column(String(1023))
+    actor: Mapped[str] = mapped_column(String(1023), info=erased("jid"))
     action: Mapped[str] = mapped_column(String(40))
-    target: Mapped[str | None] = mapped_column(String(1023))
-    details: Mapped[str | None] = mapped_column(String(2000))  # JSON
-    reason: Mapped[str | None] = mapped_column(String(500))
+    target: Mapped[str | None] = mapped_column(String(1023), info=erased("jid"))
+    details: Mapped[str | None] = mapped_column(String(2000), info=erased("json"))
+    reason: Mapped[str | None] = mapped_column(String(500), info=erased("text"))
 
 
 Index("ix_members_region_role", Member.region_code, Member.role)
@@ -149,7 +174,7 @@ class Payment(Base):
     __table_args__ = (UniqueConstraint("merchant_id", "ref", name="uq_payments_merchant_ref"),)
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     merchant_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
-    ref: Mapped[str] = mapped_column(String(128))
+    ref: Mapped[str] = mapped_column(String(128), info=erased("keep", "a merchant's own key"))
     payer_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
@@ -182,7 +207,7 @@ class Refund(Base):
     __table_args__ = (UniqueConstraint("merchant_id", "ref", name="uq_refunds_merchant_ref"),)
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     merchant_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
-    ref: Mapped[str] = mapped_column(String(128))
+    ref: Mapped[str] = mapped_column(String(128), info=erased("keep", "a merchant's own key"))
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -247,14 +272,16 @@ class Withdrawal(Base):
     __table_args__ = (UniqueConstraint("member_id", "ref", name="uq_withdrawals_member_ref"),)
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
-    ref: Mapped[str | None] = mapped_column(String(128))  # the member's optional idempotency key
+    ref: Mapped[str | None] = mapped_column(  # the member's optional idempotency key
+        String(128), info=erased("keep", "a member's own key")
+    )
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(10))  # pending | approved | rejected
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    decided_by: Mapped[str | None] = mapped_column(String(1023))
-    reason: Mapped[str | None] = mapped_column(String(500))
+    decided_by: Mapped[str | None] = mapped_column(String(1023), info=erased("jid"))
+    reason: Mapped[str | None] = mapped_column(String(500), info=erased("text"))
 
 
 class OutboxMessage(Base):
@@ -263,8 +290,8 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
-    recipient: Mapped[str] = mapped_column(String(1023))
-    payload: Mapped[str] = mapped_column(String(4000))  # JSON of the earning
+    recipient: Mapped[str] = mapped_column(String(1023), info=erased("jid"))
+    payload: Mapped[str] = mapped_column(String(4000), info=erased("json"))  # the earning
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

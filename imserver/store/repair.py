@@ -25,12 +25,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
     Column,
-    Table,
     and_,
     any_,
     bindparam,
@@ -49,24 +49,30 @@ from imserver.domain.policy import MAX_LEVELS
 from imserver.store.db import Retry
 from imserver.store.dialect import ids_in, takes_row_locks
 from imserver.store.members import get_by_id, upline_ids
-from imserver.store.models import AgencyLink, Agent, Base, Bot, Member, Upline
+from imserver.store.models import (
+    ERASURE,
+    AgencyLink,
+    Agent,
+    Base,
+    Bot,
+    Member,
+    OutboxMessage,
+    Upline,
+)
 from imserver.store.records import MemberRecord
 
-# Columns that may hold a member's bare JID, by table; tables that are not (yet) in the
-# schema are skipped, so that erasure covers every feature's tables as they appear.
-JID_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("bots", "jid"),
-    ("audit_log", "actor"),
-    ("audit_log", "target"),
-    ("policies", "created_by"),
-    ("withdrawals", "decided_by"),
-    ("outbox", "recipient"),
-)
-# JSON text columns in which a JID may appear as a whole JSON string.
-JSON_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("audit_log", "details"),
-    ("outbox", "payload"),
-)
+
+def erasure_columns(rule: str) -> tuple[Column[Any], ...]:
+    """Every column of the schema that declares ``rule`` (``models.erased``), in a stable
+    order: erasure rewrites exactly what the models declare, nothing is looked up by name."""
+    return tuple(
+        column
+        for table in Base.metadata.sorted_tables
+        for column in table.columns
+        if column.info.get(ERASURE) == rule
+    )
+
+
 PSEUDONYM_DOMAIN = "erased.invalid"  # RFC 2606: no real JID can ever be in it
 
 
@@ -297,79 +303,71 @@ async def mark_ended(conn: AsyncConnection, member_id: int, status: str, now: da
     )
 
 
-def _table(name: str) -> Table | None:
-    return Base.metadata.tables.get(name)
-
-
-def _column(table: Table, name: str) -> Column[str] | None:
-    col = table.c.get(name)
-    return col if col is not None else None
-
-
 async def erase(
     conn: AsyncConnection, member: MemberRecord, erased_hash: str, now: datetime
 ) -> str:
     """Replace a member's JID by a pseudonym everywhere and drop its personal fields.
 
-    ``members.jid`` becomes the pseudonym, ``erased_hash`` keeps a keyed hash of the old
-    JID (so a deleted referrer is told apart from an unknown one); name and location go.
-    Every other column known to hold a JID is rewritten (whole values, and whole JSON
-    strings inside JSON columns); unsent notifications to the member are dropped. The
-    member's bot links end with it. Amounts are never touched. Returns the pseudonym.
+    What each column holds is declared with the models (``models.erased``): ``members.jid``
+    becomes the pseudonym and ``erased_hash`` keeps a keyed hash of the old JID (so a
+    deleted referrer is told apart from an unknown one); the member's ``drop`` fields go;
+    every ``jid`` column holding the JID, every whole JSON string in a ``json`` column and
+    every occurrence in a ``text`` column is rewritten to the pseudonym. Unsent
+    notifications to the member are dropped and its bot links end. Amounts are never
+    touched. Returns the pseudonym.
     """
     alias = pseudonym(member.id)
     jid = member.jid
+    dropped = {c.name: literal(None) for c in erasure_columns("drop") if c.table is _MEMBERS}
     await conn.execute(
         update(Member)
         .where(Member.id == member.id)
         .values(
             jid=alias,
             erased_hash=erased_hash,
-            name=literal(None),
-            location=literal(None),
             status="deleted",
             ended_at=func.coalesce(Member.ended_at, now),
+            **dropped,
         )
     )
-    outbox = _table("outbox")
-    if outbox is not None and "sent_at" in outbox.c and "recipient" in outbox.c:
-        # A deleted member is never messaged again; what was queued for it is settled.
-        await conn.execute(
-            update(outbox)
-            .where(outbox.c.recipient == jid, outbox.c.sent_at.is_(None))
-            .values(sent_at=now)
-        )
+    # A deleted member is never messaged again; what was queued for it is settled.
+    await conn.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.recipient == jid, OutboxMessage.sent_at.is_(None))
+        .values(sent_at=now)
+    )
     await conn.execute(delete(Bot).where(Bot.merchant_id == member.id))
-    for table_name, column_name in JID_COLUMNS:
-        table = _table(table_name)
-        col = _column(table, column_name) if table is not None else None
-        if table is not None and col is not None:
-            await conn.execute(update(table).where(col == jid).values({column_name: alias}))
-    quoted_alias = json.dumps(alias)
+    for col in erasure_columns("jid"):
+        await conn.execute(update(col.table).where(col == jid).values({col.name: alias}))
+    # Free text and JSON have no index on a JID inside them: one scan of these tables per
+    # deletion (the audit log and withdrawals grow at admin rate, the outbox with earnings).
+    # Erasure is rare; the repair itself never scans.
+    for col in erasure_columns("text"):
+        await _replace_inside(conn, col, jid, alias)
     # Writers may or may not escape non-ASCII: look for the JID as both JSON spellings.
     for quoted in sorted({json.dumps(jid, ensure_ascii=False), json.dumps(jid)}):
-        pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        for table_name, column_name in JSON_COLUMNS:
-            table = _table(table_name)
-            col = _column(table, column_name) if table is not None else None
-            if table is not None and col is not None:
-                # A scan of these tables once per deletion (a JID inside JSON has no
-                # index): the audit log grows at admin rate, the outbox with earnings.
-                # Erasure is rare; the repair itself never scans.
-                await conn.execute(
-                    update(table)
-                    .where(col.like(pattern, escape="\\"))
-                    .values({column_name: func.replace(col, quoted, quoted_alias)})
-                )
+        for col in erasure_columns("json"):
+            await _replace_inside(conn, col, quoted, json.dumps(alias))
     return alias
 
 
+async def _replace_inside(conn: AsyncConnection, col: Column[Any], old: str, new: str) -> None:
+    pattern = "%" + old.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    await conn.execute(
+        update(col.table)
+        .where(col.like(pattern, escape="\\"))
+        .values({col.name: func.replace(col, old, new)})
+    )
+
+
+_MEMBERS = Member.__table__
+
+
 __all__ = [
-    "JID_COLUMNS",
-    "JSON_COLUMNS",
     "Repaired",
     "ancestor_line",
     "erase",
+    "erasure_columns",
     "lock_line",
     "mark_ended",
     "move_under",
