@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark against the ceiling (issue 9); prints one JSON object.
+"""End-to-end benchmark against the ceiling; prints one JSON object.
 
     python bench/bench_e2e.py [--part ceiling|payments|registrations|all]
         [--db sqlite|postgresql] [--population single|realistic] [--members N]
@@ -622,7 +622,7 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     parts = {"ceiling", "payments", "registrations"} if args.part == "all" else {args.part}
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     report: dict[str, Any] = {
-        "benchmark": "end to end through Prosody: ceiling, payments, registrations (issue 9)",
+        "benchmark": "end to end through Prosody: ceiling, payments, registrations",
         "db": args.db,
         "population": args.population,
         "connections": args.connections,

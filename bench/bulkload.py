@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Bulk load of the realistic population's users, straight into the tables (issue 9).
+"""Bulk load of the realistic population's users, straight into the tables.
 
 The service layer registers about 200 users a second, so the million-member population
-of issue 9 would take hours to seed through it. This module writes the same users in
-large batches (SQLite: one ``sqlite3`` connection, ``executemany``; PostgreSQL: asyncpg
-``COPY``), computing every row exactly as ``Membership.register`` would have:
+of the performance goals would take hours to seed through it. This module writes the
+same users in large batches (SQLite: one ``sqlite3`` connection, ``executemany``;
+PostgreSQL: asyncpg ``COPY``), computing every row exactly as ``Membership.register`` would have:
 
 - ``members``: the next id, ``jid``, the rule number ``<region>-U%08d`` from the
   region's counter (``domain.rulenumbers.make_rule_number``), role ``user``, the

@@ -1,4 +1,4 @@
-"""Faults (issue 6): the component SIGKILLed mid-load, Prosody restarted mid-load.
+"""Faults: the component SIGKILLed mid-load, Prosody restarted mid-load.
 
 The component is a real child process (``imserver run``, config from the environment)
 on a private Prosody and its own database, on each backend. Two merchant bots report

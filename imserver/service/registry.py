@@ -26,7 +26,7 @@ class Services:
     membership: Membership
     queries: Queries
     repair: Repair
-    # Payments (issue 3): built in build() below.
+    # Payments: built in build() below.
     bots: Bots
     policy: PolicyAdmin
     payments: Payments

@@ -164,7 +164,7 @@ Index("ix_members_region_role", Member.region_code, Member.role)
 Index("ix_agency_region_scope", AgencyLink.region_code, AgencyLink.scope_level)
 
 
-# --- Payments, ledger, withdrawals and notifications (issue 3) -------------------------
+# --- Payments, ledger, withdrawals and notifications -------------------------------
 
 
 class Payment(Base):

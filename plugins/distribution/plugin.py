@@ -123,7 +123,7 @@ class XEP_Distribution(BasePlugin):
             iq["audit"]["before"] = str(before)
         return await iq.send(**kw)
 
-    # -- payments: bots, policy, statements, withdrawals (issue 3) -----------------
+    # -- payments: bots, policy, statements, withdrawals -----------------------
 
     async def bot(
         self, component: str, jid: str, merchant: str | None = None, action: str = "link", **kw: Any

@@ -174,7 +174,7 @@ class Store(ElementBase):
     interfaces: ClassVar[set[str]] = set()
 
 
-# --- Payments: bots, policy, statements, withdrawals (issue 3) ---------------------------
+# --- Payments: bots, policy, statements, withdrawals ---------------------------------
 
 
 class Bot(_Base):
