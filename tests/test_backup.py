@@ -13,6 +13,7 @@ import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from sqlalchemy.engine import make_url
 from imserver import cli
 from imserver.app import App
 from imserver.store import backup as backup_mod
-from imserver.store import members as store_members
 from imserver.store.backup import BackupError, backup
 from tests.conftest import PG_ADMIN_DSN, Service, _drop_pg_database, _fresh_pg_database
 from tests.support.clients import expect_error
@@ -70,30 +70,33 @@ def _jids(path: Path) -> set[str]:
         return {row[0] for row in db.execute("SELECT jid FROM members")}
 
 
-HELD = 20  # the registration whose transaction is open while the backup is taken
+class HeldWrite:
+    """Wraps the database's ``transaction``: once ``armed``, the first transaction that has
+    written members keeps them uncommitted (and, on SQLite, the one write lock held)
+    until ``release``; ``held`` are their JIDs. Works whether registrations commit one
+    by one or in batches."""
 
-
-class HeldInsert:
-    """Wraps ``store.members.insert_member``: the ``nth`` call keeps its transaction open
-    (after its row is written) until released."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
-        self.calls = 0
-        self.held_jid = ""
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, db: Any, db_path: Path) -> None:
+        self.armed = False
+        self.held: set[str] = set()
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
-        original = store_members.insert_member
+        original = db.transaction
 
-        async def held(conn: Any, **kw: Any) -> Any:
-            row = await original(conn, **kw)
-            self.calls += 1
-            if self.calls == nth:
-                self.held_jid = kw["jid"]
-                self.holding.set()
-                await self.release.wait()
-            return row
+        async def transaction(use_case: Callable[[Any], Awaitable[Any]]) -> Any:
+            async def then_hold(conn: Any) -> Any:
+                result = await use_case(conn)
+                if self.armed and not self.holding.is_set():
+                    seen = {row[0] for row in await conn.execute(text("SELECT jid FROM members"))}
+                    self.held = seen - _jids(db_path)  # written here, not committed
+                    if self.held:
+                        self.holding.set()
+                        await self.release.wait()
+                return result
 
-        monkeypatch.setattr(store_members, "insert_member", held)
+            return await original(then_hold)
+
+        monkeypatch.setattr(db, "transaction", transaction)
 
 
 async def test_sqlite_backup_during_registrations_and_restore(
@@ -115,22 +118,23 @@ async def test_sqlite_backup_during_registrations_and_restore(
             await user.dist.register(svc.jid, shop.bare)
         chains_before = {u.bare: chain_of(await u.dist.chain(svc.jid)) for u in early}
         during = [await svc.client() for _ in range(40)]
-        baseline = _count(db_path, "members")  # the shop and the early members
-
         # The CLI reads its config from the environment, as an operator's cron job would.
         monkeypatch.setenv("IMSERVER_DATABASE__URL", url)
-        # All 40 register at once; the HELD-th insert keeps its transaction open (SQLite:
-        # the write lock, the row written, not committed) until the backup has finished.
-        # One writer at a time, so exactly HELD - 1 of them have committed by then, the
-        # held one is in the middle of its transaction and the others are queued behind.
-        gate = HeldInsert(monkeypatch, HELD)
-        registering = asyncio.gather(*(u.dist.register(svc.jid, shop.bare) for u in during))
-        await asyncio.wait_for(gate.holding.wait(), 60)
-        at_backup = _count(db_path, "members")
+        # Registrations in two waves, the backup in the middle of the second: the first
+        # wave has committed; of the second, the first transaction that writes members is
+        # held open (its rows written, not committed; SQLite's one write lock held) until
+        # the backup has finished, and the others wait behind it.
+        hold = HeldWrite(monkeypatch, svc.app.db, db_path)
+        first, second = during[:10], during[10:]
+        await asyncio.gather(*(u.dist.register(svc.jid, shop.bare) for u in first))
+        committed = _count(db_path, "members")
+        hold.armed = True
+        registering = asyncio.gather(*(u.dist.register(svc.jid, shop.bare) for u in second))
+        await asyncio.wait_for(hold.holding.wait(), 60)
         argv = ["--config", str(tmp_path / "none.toml"), "backup", str(dest)]
         status = await asyncio.wait_for(asyncio.to_thread(cli.main, argv), 60)
         assert not registering.done()  # the backup ran while registrations were under way
-        gate.release.set()
+        hold.release.set()
         await asyncio.wait_for(registering, 60)
         assert status == 0 and dest.is_file()
         assert not dest.with_name(dest.name + ".part").exists()
@@ -138,20 +142,17 @@ async def test_sqlite_backup_during_registrations_and_restore(
         await late.dist.register(svc.jid, shop.bare)
         await stop_service(svc)
 
-        # The copy is the committed state of the moment it was taken, strictly between the
-        # states before and after the registrations: the held member is not in it.
+        # The copy is the committed state of the moment it was taken: the first wave in,
+        # the held registrations out, strictly between before and after the registrations.
         members = _count(dest, "members")
-        assert members == at_backup == baseline + HELD - 1
-        assert _count(db_path, "members") == baseline + len(during) + 1
+        before, after = len(early) + 1, len(early) + 1 + len(during)  # with the shop
+        assert before < members == committed == before + len(first) < after
         copied, live = _jids(dest), _jids(db_path)
-        assert copied < live and {u.bare for u in early} < copied
-        assert gate.held_jid in live and gate.held_jid not in copied
+        assert {u.bare for u in first} < copied < live and len(live) == after + 1
+        assert hold.held and hold.held <= live and not hold.held & copied
         # Every member in the copy has its whole agency chain (3 levels in 440305).
         assert _count(dest, "agency_links") == 3 * members
-        print(
-            f"\nbackup: {members} members; before the registrations {baseline}, after "
-            f"{baseline + len(during)}"
-        )
+        print(f"\nbackup: {members} members; before the registrations {before}, after {after}")
 
         # Restore as README.md says: move the live files aside, copy the backup in, start.
         aside = tmp_path / "aside"
