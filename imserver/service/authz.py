@@ -6,6 +6,7 @@ The same table filters the command lists that disco and ``help`` show.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,38 +26,70 @@ AGENT = "agent"
 ADMIN = "admin"
 MEMBER_KINDS = frozenset({USER, MERCHANT, AGENT})
 
+
+class Capability(StrEnum):
+    """What a use case requires of its sender; the value is the name used in logs and docs.
+
+    A ``StrEnum``: a member equals its value, so a capability still reads as its text.
+    """
+
+    REGISTER = "register"
+    CHAIN_OWN = "chain.own"
+    CHAIN_ANY = "chain.any"
+    CHAIN_REGION = "chain.region"
+    MERCHANT_CREATE = "merchant.create"
+    AGENT_ASSIGN = "agent.assign"
+    MEMBER_TERMINATE = "member.terminate"
+    MEMBER_DELETE = "member.delete"
+    MEMBER_REASSIGN = "member.reassign"
+    AUDIT_READ = "audit.read"
+    MEMBER_FIND = "member.find"
+    REGION_VIEW = "region.view"
+    REGION_MEMBERS = "region.members"
+    STATS = "stats"
+    MERCHANT_SALES = "merchant.sales"
+    PAYMENT_SEND = "payment.send"
+    BOT_MANAGE = "bot.manage"
+    POLICY_READ = "policy.read"
+    POLICY_SET = "policy.set"
+    BALANCE_OWN = "balance.own"
+    BALANCE_ANY = "balance.any"
+    WITHDRAWAL_ASK = "withdrawal.ask"
+    WITHDRAWAL_DECIDE = "withdrawal.decide"
+
+
 # capability -> kinds that may use it
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "register": frozenset({NONMEMBER}),
-    "chain.own": frozenset(MEMBER_KINDS),
-    "chain.any": frozenset({ADMIN}),
-    "chain.region": frozenset({AGENT}),
-    "merchant.create": frozenset({ADMIN}),
-    "agent.assign": frozenset({ADMIN}),
+PERMISSIONS: dict[Capability, frozenset[str]] = {
+    Capability.REGISTER: frozenset({NONMEMBER}),
+    Capability.CHAIN_OWN: frozenset(MEMBER_KINDS),
+    Capability.CHAIN_ANY: frozenset({ADMIN}),
+    Capability.CHAIN_REGION: frozenset({AGENT}),
+    Capability.MERCHANT_CREATE: frozenset({ADMIN}),
+    Capability.AGENT_ASSIGN: frozenset({ADMIN}),
     # Chain repair and the audit log (imserver.service.repair).
-    "member.terminate": frozenset({ADMIN}),
-    "member.delete": frozenset({ADMIN}),
-    "member.reassign": frozenset({ADMIN}),
-    "audit.read": frozenset({ADMIN}),
+    Capability.MEMBER_TERMINATE: frozenset({ADMIN}),
+    Capability.MEMBER_DELETE: frozenset({ADMIN}),
+    Capability.MEMBER_REASSIGN: frozenset({ADMIN}),
+    Capability.AUDIT_READ: frozenset({ADMIN}),
     # Read-only queries of the human interface (imserver.service.queries).
-    "member.find": frozenset({ADMIN}),
-    "region.view": frozenset({ADMIN}),
-    "region.members": frozenset({ADMIN, AGENT}),
-    "stats": frozenset({ADMIN}),
-    "merchant.sales": frozenset({MERCHANT, BOT, ADMIN}),
+    Capability.MEMBER_FIND: frozenset({ADMIN}),
+    Capability.REGION_VIEW: frozenset({ADMIN}),
+    Capability.REGION_MEMBERS: frozenset({ADMIN, AGENT}),
+    Capability.STATS: frozenset({ADMIN}),
+    Capability.MERCHANT_SALES: frozenset({MERCHANT, BOT, ADMIN}),
     # Payments, ledger and withdrawals (imserver.service.payments and neighbours).
-    "payment.send": frozenset({MERCHANT, BOT}),
-    "bot.manage": frozenset({ADMIN, MERCHANT}),
-    "policy.read": frozenset({*MEMBER_KINDS, ADMIN, BOT}),
-    "policy.set": frozenset({ADMIN}),
-    "balance.own": frozenset(MEMBER_KINDS),
-    "balance.any": frozenset({ADMIN}),
-    "withdrawal.ask": frozenset(MEMBER_KINDS),
-    "withdrawal.decide": frozenset({ADMIN}),
+    Capability.PAYMENT_SEND: frozenset({MERCHANT, BOT}),
+    Capability.BOT_MANAGE: frozenset({ADMIN, MERCHANT}),
+    Capability.POLICY_READ: frozenset({*MEMBER_KINDS, ADMIN, BOT}),
+    Capability.POLICY_SET: frozenset({ADMIN}),
+    Capability.BALANCE_OWN: frozenset(MEMBER_KINDS),
+    Capability.BALANCE_ANY: frozenset({ADMIN}),
+    Capability.WITHDRAWAL_ASK: frozenset(MEMBER_KINDS),
+    Capability.WITHDRAWAL_DECIDE: frozenset({ADMIN}),
 }
 
 
-def capabilities_of(kinds: frozenset[str]) -> frozenset[str]:
+def capabilities_of(kinds: frozenset[str]) -> frozenset[Capability]:
     """Every capability that one of these kinds of sender has (filters command lists)."""
     return frozenset(cap for cap, allowed in PERMISSIONS.items() if kinds & allowed)
 
@@ -75,11 +108,11 @@ class Actor:
     def is_admin(self) -> bool:
         return ADMIN in self.kinds
 
-    def may(self, capability: str) -> bool:
+    def may(self, capability: Capability) -> bool:
         """True when one of the sender's kinds has the capability."""
         return bool(self.kinds & PERMISSIONS[capability])
 
-    def require(self, capability: str) -> None:
+    def require(self, capability: Capability) -> None:
         """Raise the stanza error a sender without the capability gets."""
         if self.may(capability):
             return
@@ -93,7 +126,7 @@ class Actor:
             raise registration_required()
         raise forbidden(f"{self.jid} may not do that")
 
-    def require_any(self, capabilities: frozenset[str]) -> None:
+    def require_any(self, capabilities: frozenset[Capability]) -> None:
         """Raise unless the sender has one of the capabilities.
 
         A non-member that joining would entitle gets registration-required, else forbidden.
