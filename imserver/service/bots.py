@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imserver.service.authz import resolve_actor
+from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, conflict, forbidden, not_found
 from imserver.service.membership import parse_jid
@@ -30,7 +30,7 @@ class Bots:
 
         async def use_case(conn: Conn) -> BotView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("bot.manage")
+            actor.require(Capability.BOT_MANAGE)
             if not actor.is_admin and merchant_jid != sender:
                 raise forbidden("a merchant may only manage its own bots")
             m = await members.get_by_jid(conn, merchant_jid, shared=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imserver.service.authz import resolve_actor
+from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, not_found
 from imserver.service.membership import parse_jid
@@ -30,7 +30,7 @@ class Ledger:
         actor = await resolve_actor(conn, sender, self.ctx.config)
         target = parse_jid(jid, "jid") if jid else sender
         if target != sender:
-            actor.require("balance.any")
+            actor.require(Capability.BALANCE_ANY)
             member = await members.get_by_jid(conn, target)
             if member is None:
                 raise not_found(f"{target} is not a member")

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from imserver.domain import chains
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.domain.rulenumbers import make_rule_number, role_letter
-from imserver.service.authz import Actor, resolve_actor
+from imserver.service.authz import Actor, Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import (
     bad_request,
@@ -91,7 +91,7 @@ class Membership:
                         " it cannot join again"
                     )
                 raise conflict(f"{sender} is already a member ({actor.member.rule_number})")
-            if not actor.may("register"):
+            if not actor.may(Capability.REGISTER):
                 raise forbidden(f"{sender} may not join this network")
             ref = await find_referrer(conn, self.ctx, ref_jid)
             above: list[int] = []
@@ -166,14 +166,14 @@ class Membership:
         async def use_case(conn: AsyncConnection) -> ChainView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             if target == sender and not actor.is_admin:
-                actor.require("chain.own")
-            elif not actor.may("chain.any") and not actor.may("chain.region"):
+                actor.require(Capability.CHAIN_OWN)
+            elif not actor.may(Capability.CHAIN_ANY) and not actor.may(Capability.CHAIN_REGION):
                 raise forbidden("only admins and the member's agents may read another chain")
             member = await members.get_by_jid(conn, target)
             if member is None:
                 raise not_found(f"{target} is not a member")
             agency = await members.agency_view(conn, member.id)
-            if not actor.may("chain.any") and target != sender:
+            if not actor.may(Capability.CHAIN_ANY) and target != sender:
                 self._require_agent_of(actor, [a.region_code for a in agency])
             policy = await current_policy(conn)
             upline = await members.upline_view(conn, member.id, policy.policy.levels)
@@ -206,7 +206,7 @@ class Membership:
 
         async def use_case(conn: AsyncConnection) -> MemberView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("merchant.create")
+            actor.require(Capability.MERCHANT_CREATE)
             existing = await members.get_by_jid(conn, merchant_jid)
             if existing is not None:
                 raise conflict(f"{merchant_jid} is already a member ({existing.rule_number})")
@@ -266,7 +266,7 @@ class Membership:
 
         async def use_case(conn: AsyncConnection) -> MemberView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("agent.assign")
+            actor.require(Capability.AGENT_ASSIGN)
             region = await regions.get(conn, region_code)
             if region is None:
                 raise not_found(f"unknown region {region_code}")

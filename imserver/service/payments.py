@@ -11,7 +11,7 @@ from imserver.domain import allocation
 from imserver.domain.chains import SCOPES
 from imserver.domain.money import parse_minor_units
 from imserver.domain.policy import Policy
-from imserver.service.authz import MERCHANT, resolve_actor
+from imserver.service.authz import MERCHANT, Capability, resolve_actor
 from imserver.service.batching import GroupCommit
 from imserver.service.chaincache import ChainCache
 from imserver.service.context import Context
@@ -119,7 +119,7 @@ class Payments:
         merchant = self.cache.merchant_of(sender)
         if merchant is None:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("payment.send")
+            actor.require(Capability.PAYMENT_SEND)
             if MERCHANT in actor.kinds and actor.member is not None:
                 merchant = actor.member
             elif actor.bot_of is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imserver.domain.policy import Policy, PolicyError
-from imserver.service.authz import resolve_actor
+from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request
 from imserver.service.money_views import PolicyView
@@ -62,7 +62,7 @@ class PolicyAdmin:
 
         async def use_case(conn: Conn) -> PolicyView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("policy.read")
+            actor.require(Capability.POLICY_READ)
             current = await current_policy(conn)
             return _view(current.version, current.policy)
 
@@ -79,7 +79,7 @@ class PolicyAdmin:
 
         async def use_case(conn: Conn) -> PolicyView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("policy.set")
+            actor.require(Capability.POLICY_SET)
             if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):
                 raise bad_request(
                     f"reason must be printable text of at most {MAX_REASON} characters"

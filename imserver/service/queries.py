@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from imserver.domain.chains import SCOPES
 from imserver.domain.rulenumbers import looks_like_rule_number
-from imserver.service.authz import capabilities_of, resolve_actor
+from imserver.service.authz import Capability, capabilities_of, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, forbidden, not_found
 from imserver.service.membership import parse_jid
@@ -36,7 +36,7 @@ class Access:
 
     jid: str
     kinds: frozenset[str]
-    capabilities: frozenset[str]
+    capabilities: frozenset[Capability]
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class Queries:
 
         return await self.ctx.db.transaction(use_case)
 
-    async def require_any(self, sender: str, capabilities: frozenset[str]) -> Access:
+    async def require_any(self, sender: str, capabilities: frozenset[Capability]) -> Access:
         """The sender's access, or the error of a sender with none of the capabilities."""
 
         async def use_case(conn: Conn) -> Access:
@@ -168,7 +168,7 @@ class Queries:
 
         async def use_case(conn: Conn) -> MemberDetails:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("member.find")
+            actor.require(Capability.MEMBER_FIND)
             found: MemberRecord | None
             if looks_like_rule_number(text.upper()):
                 found = await members.get_by_rule_number(conn, text.upper())
@@ -195,7 +195,7 @@ class Queries:
 
         async def use_case(conn: Conn) -> RegionOverview:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("region.view")
+            actor.require(Capability.REGION_VIEW)
             region = await regions.live(conn, wanted)
             if region is None:
                 raise not_found(f"unknown region {wanted}")
@@ -232,7 +232,7 @@ class Queries:
 
         async def use_case(conn: Conn) -> MemberPage:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("region.members")
+            actor.require(Capability.REGION_MEMBERS)
             target = wanted
             if target is None:
                 if not actor.agent_regions:
@@ -258,7 +258,7 @@ class Queries:
 
         async def use_case(conn: Conn) -> RegionEarnings:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("region.members")
+            actor.require(Capability.REGION_MEMBERS)
             target = wanted or (sorted(actor.agent_regions)[0] if actor.agent_regions else None)
             if target is None:
                 raise bad_request("name a region code")
@@ -283,7 +283,7 @@ class Queries:
 
         async def use_case(conn: Conn) -> Statistics:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("stats")
+            actor.require(Capability.STATS)
             policy = await current_policy(conn)
             return Statistics(
                 members=await reports.members_by_role_status(conn),
@@ -311,7 +311,7 @@ class Queries:
 
         async def use_case(conn: Conn) -> MerchantDay:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("merchant.sales")
+            actor.require(Capability.MERCHANT_SALES)
             found: MemberRecord | None
             if merchant_jid is not None and actor.is_admin:
                 found = await members.get_by_jid(conn, merchant_jid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from imserver.domain import chains
-from imserver.service.authz import resolve_actor
+from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import (
     bad_request,
@@ -90,7 +90,9 @@ class Repair:
     ) -> RepairView:
         target_jid = parse_jid(jid, "jid")
         reason = parse_reason(raw_reason, required=False)
-        capability = "member.terminate" if status == "terminated" else "member.delete"
+        capability = (
+            Capability.MEMBER_TERMINATE if status == "terminated" else Capability.MEMBER_DELETE
+        )
 
         async def use_case(conn: Conn) -> RepairView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
@@ -154,7 +156,7 @@ class Repair:
 
         async def use_case(conn: Conn) -> RepairView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("member.reassign")
+            actor.require(Capability.MEMBER_REASSIGN)
             found = await members.get_by_jid(conn, member_jid)
             if found is None:
                 raise not_found(f"{member_jid} is not a member")
@@ -204,7 +206,7 @@ class Repair:
 
         async def use_case(conn: Conn) -> AuditPage:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("audit.read")
+            actor.require(Capability.AUDIT_READ)
             return AuditPage(await audit.recent(conn, limit=limit, before_id=before_id))
 
         return await self.ctx.db.transaction(use_case)

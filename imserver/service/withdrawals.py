@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imserver.domain.money import format_amount, parse_minor_units
-from imserver.service.authz import resolve_actor
+from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, conflict, not_acceptable, not_found
 from imserver.service.money_views import WithdrawalView
@@ -47,7 +47,7 @@ class Withdrawals:
         async def use_case(conn: Conn) -> WithdrawalView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             member = actor.require_member()
-            actor.require("withdrawal.ask")
+            actor.require(Capability.WITHDRAWAL_ASK)
             if key is not None:
                 found = await store.find_by_ref(conn, member.id, key)
                 if found is not None:
@@ -104,7 +104,7 @@ class Withdrawals:
 
         async def use_case(conn: Conn) -> WithdrawalView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            actor.require("withdrawal.decide")
+            actor.require(Capability.WITHDRAWAL_DECIDE)
             w = await store.get(conn, wid, lock=True)
             if w is None:
                 raise not_found(f"no withdrawal {wid}")
@@ -153,7 +153,9 @@ class Withdrawals:
 
         async def use_case(conn: Conn) -> list[WithdrawalView]:
             actor = await resolve_actor(conn, sender, self.ctx.config)
-            member_id = None if actor.may("withdrawal.decide") else actor.require_member().id
+            member_id = (
+                None if actor.may(Capability.WITHDRAWAL_DECIDE) else actor.require_member().id
+            )
             rows = await store.listing(conn, member_id=member_id, status=status, limit=MAX_LIST)
             return [_view(w) for w in rows]
 
