@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from imserver.domain.money import format_amount
+from imserver.service.authz import Capability
 from imserver.service.errors import bad_request
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class Command:
     keywords: ClassVar[tuple[str, ...]]  # chat keywords, canonical first; may hold spaces
     help: ClassVar[str]
     # Any one of these lets a sender run the command; empty: anyone may.
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
     fields: ClassVar[tuple[Field, ...]] = ()
     # False: the ad-hoc command runs at once, its fields being chat-only refinements.
     adhoc_form: ClassVar[bool] = True
@@ -141,7 +142,7 @@ class Command:
         """The ad-hoc form that asks for the command's fields."""
         return Form(self.name, self.help, self.fields)
 
-    def visible_to(self, capabilities: frozenset[str]) -> bool:
+    def visible_to(self, capabilities: frozenset[Capability]) -> bool:
         """True when a sender with these capabilities may run the command."""
         return not self.capabilities or bool(self.capabilities & capabilities)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from imserver.domain.chains import SCOPES
+from imserver.service.authz import Capability
 from imserver.service.membership import Location
 from imserver.service.views import ChainView, MemberView
 from imserver.xmpp.commands.base import (
@@ -66,7 +67,7 @@ class Join(Command):
     node = "join"
     keywords = ("join", "register")
     help = "Join through a referrer: a merchant or a member who invited you."
-    capabilities = frozenset({"register"})
+    capabilities = frozenset({Capability.REGISTER})
     fields = (Field("referrer", "Referrer's JID", "jid", desc="who invited you"),)
 
     async def run(self, actor: str, args: Args) -> Result:
@@ -79,7 +80,7 @@ class Chain(Command):
     node = "chain"
     keywords = ("chain", "my chain")
     help = "Your referral upline and your region's agents (admins and agents: any member's)."
-    capabilities = frozenset({"chain.own", "chain.any", "chain.region"})
+    capabilities = frozenset({Capability.CHAIN_OWN, Capability.CHAIN_ANY, Capability.CHAIN_REGION})
     fields = (Field("jid", "Member's JID", "jid", required=False, desc="empty: your own"),)
 
     async def run(self, actor: str, args: Args) -> Result:
@@ -92,7 +93,7 @@ class AddMerchant(Command):
     node = "add-merchant"
     keywords = ("merchant", "add merchant")
     help = "Add a merchant at a location: a region code (e.g. 440305), lat,lon or an address."
-    capabilities = frozenset({"merchant.create"})
+    capabilities = frozenset({Capability.MERCHANT_CREATE})
     fields = (
         Field("jid", "Merchant's JID", "jid"),
         Field("name", "Business name"),
@@ -116,7 +117,7 @@ class AssignAgent(Command):
     node = "assign-agent"
     keywords = ("agent", "assign agent")
     help = "Make a JID the agent of a region (district, city or province code)."
-    capabilities = frozenset({"agent.assign"})
+    capabilities = frozenset({Capability.AGENT_ASSIGN})
     fields = (Field("jid", "Agent's JID", "jid"), Field("region", "Region code"))
 
     async def run(self, actor: str, args: Args) -> Result:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from imserver.domain.money import ISO_4217
+from imserver.service.authz import Capability
 from imserver.service.errors import bad_request
 from imserver.service.money_views import PolicyView, WithdrawalView
 from imserver.xmpp.commands.base import (
@@ -94,7 +95,7 @@ class Balance(Command):
     node = "balance"
     keywords = ("balance", "my balance")
     help = "What you earned: available, pending (in the hold period) and reserved."
-    capabilities = frozenset({"balance.own", "balance.any"})
+    capabilities = frozenset({Capability.BALANCE_OWN, Capability.BALANCE_ANY})
     fields = (Field("jid", "Member's JID", "jid", required=False, desc="admins: anyone's"),)
 
     async def run(self, actor: str, args: Args) -> Result:
@@ -118,7 +119,7 @@ class Statement(Command):
     node = "statement"
     keywords = ("statement", "my statement")
     help = "Your ledger entries, newest first."
-    capabilities = frozenset({"balance.own", "balance.any"})
+    capabilities = frozenset({Capability.BALANCE_OWN, Capability.BALANCE_ANY})
     fields = (
         Field("max", "How many", "int", required=False),
         Field("jid", "Member's JID", "jid", required=False, desc="admins: anyone's"),
@@ -162,7 +163,7 @@ class Withdraw(Command):
     node = "withdraw"
     keywords = ("withdraw", "withdrawal")
     help = "Ask to be paid out of your available balance (an admin approves)."
-    capabilities = frozenset({"withdrawal.ask"})
+    capabilities = frozenset({Capability.WITHDRAWAL_ASK})
     fields = (
         Field("amount", "Amount (e.g. 12.50)"),
         Field("currency", "Currency (e.g. CNY)", required=False),
@@ -185,7 +186,7 @@ class Withdrawals(Command):
     node = "withdrawals"
     keywords = ("withdrawals",)
     help = "Withdrawals: admins see everyone's pending ones, members their own."
-    capabilities = frozenset({"withdrawal.ask", "withdrawal.decide"})
+    capabilities = frozenset({Capability.WITHDRAWAL_ASK, Capability.WITHDRAWAL_DECIDE})
     fields = (
         Field(
             "status",
@@ -200,7 +201,7 @@ class Withdrawals(Command):
     async def run(self, actor: str, args: Args) -> Result:
         status = optional(args, "status")
         access = await self.services.queries.access(actor)
-        if status is None and "withdrawal.decide" in access.capabilities:
+        if status is None and Capability.WITHDRAWAL_DECIDE in access.capabilities:
             status = "pending"
         found = await self.services.withdrawals.listing(actor, status)
         return Table(
@@ -220,7 +221,7 @@ class _Decide(Command):
         Field("id", "Withdrawal number", "int"),
         Field("reason", "Reason", required=False, rest=True),
     )
-    capabilities = frozenset({"withdrawal.decide"})
+    capabilities = frozenset({Capability.WITHDRAWAL_DECIDE})
 
     async def run(self, actor: str, args: Args) -> Result:
         number = required(args, "id").lstrip("#")
@@ -254,7 +255,7 @@ class ShowPolicy(Command):
     node = "policy"
     keywords = ("policy",)
     help = "How each payment is shared out (the policy in force)."
-    capabilities = frozenset({"policy.read"})
+    capabilities = frozenset({Capability.POLICY_READ})
 
     async def run(self, actor: str, args: Args) -> Result:
         view = await self.services.policy.get(actor)
@@ -266,7 +267,7 @@ class SetPolicy(Command):
     node = "set-policy"
     keywords = ("set policy",)
     help = "Replace the policy (basis points: 1000 = 10%); payments from now on use it."
-    capabilities = frozenset({"policy.set"})
+    capabilities = frozenset({Capability.POLICY_SET})
     fields = (
         Field("pool", "Pool (bp of each payment)", "int"),
         Field("referral", "Referral levels (bp of the pool, e.g. 3000,2000)"),
@@ -290,7 +291,7 @@ class SetPolicy(Command):
 
 class _BotLink(Command):
     action: str
-    capabilities = frozenset({"bot.manage"})
+    capabilities = frozenset({Capability.BOT_MANAGE})
     fields = (
         Field("jid", "Bot's JID", "jid"),
         Field("merchant", "Merchant's JID", "jid", required=False, desc="admins: whose bot"),
@@ -325,7 +326,7 @@ class Sales(Command):
     node = "sales"
     keywords = ("sales", "payments")
     help = "Your shop's payments and refunds of a day (UTC; default today)."
-    capabilities = frozenset({"merchant.sales"})
+    capabilities = frozenset({Capability.MERCHANT_SALES})
     fields = (
         Field("day", "Day (YYYY-MM-DD)", required=False, desc="empty: today"),
         Field("merchant", "Merchant's JID", "jid", required=False, desc="admins: whose"),

@@ -3,6 +3,7 @@ statistics."""
 
 from __future__ import annotations
 
+from imserver.service.authz import Capability
 from imserver.service.queries import RegionLevel, Volume
 from imserver.service.views import ChainView
 from imserver.xmpp.commands.base import (
@@ -27,7 +28,7 @@ class FindMember(Command):
     node = "find-member"
     keywords = ("find", "whois")
     help = "Find a member by JID or rule number, with its chains."
-    capabilities = frozenset({"member.find"})
+    capabilities = frozenset({Capability.MEMBER_FIND})
     fields = (Field("query", "JID or rule number"),)
 
     async def run(self, actor: str, args: Args) -> Result:
@@ -64,7 +65,7 @@ class RegionOverviewCommand(Command):
     node = "region-overview"
     keywords = ("region",)
     help = "A region's agents and vacancies at each level, and its members."
-    capabilities = frozenset({"region.view"})
+    capabilities = frozenset({Capability.REGION_VIEW})
     fields = (Field("region", "Region code"),)
 
     async def run(self, actor: str, args: Args) -> Result:
@@ -94,7 +95,7 @@ class RegionMembers(Command):
     node = "region-members"
     keywords = ("members",)
     help = "The members of a region (agents: their own regions), 50 at a time."
-    capabilities = frozenset({"region.members"})
+    capabilities = frozenset({Capability.REGION_MEMBERS})
     fields = (
         Field("region", "Region code", required=False, desc="agents: empty for your region"),
         Field("offset", "Skip this many", "int", required=False),
@@ -127,7 +128,7 @@ class RegionEarnings(Command):
     node = "region-earnings"
     keywords = ("earnings",)
     help = "An agent's earnings from a region's members, and what they paid there."
-    capabilities = frozenset({"region.members"})
+    capabilities = frozenset({Capability.REGION_MEMBERS})
     fields = (Field("region", "Region code", required=False, desc="agents: empty for your region"),)
 
     async def run(self, actor: str, args: Args) -> Result:
@@ -149,7 +150,7 @@ class Statistics(Command):
     node = "statistics"
     keywords = ("stats", "statistics")
     help = "Members by role and status, agents, bots, policy version."
-    capabilities = frozenset({"stats"})
+    capabilities = frozenset({Capability.STATS})
 
     async def run(self, actor: str, args: Args) -> Result:
         stats = await self.services.queries.statistics(actor)

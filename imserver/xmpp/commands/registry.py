@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator, Sequence
 
+from imserver.service.authz import Capability
 from imserver.xmpp.commands.base import Command
 
 
@@ -38,7 +39,7 @@ class CommandSet:
         for kw in command.keywords:
             self.by_keyword[kw] = command
 
-    def visible(self, capabilities: frozenset[str]) -> list[Command]:
+    def visible(self, capabilities: frozenset[Capability]) -> list[Command]:
         """The commands a sender with these capabilities may run."""
         return [c for c in self.commands if c.visible_to(capabilities)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imserver.service.authz import Capability
 from imserver.service.repair import RepairView
 from imserver.xmpp.commands.base import (
     Args,
@@ -42,7 +43,7 @@ class Terminate(Command):
     node = "terminate"
     keywords = ("terminate",)
     help = "End a member's service; its referrals move up to its upline."
-    capabilities = frozenset({"member.terminate"})
+    capabilities = frozenset({Capability.MEMBER_TERMINATE})
     fields = (
         Field("jid", "Member's JID", "jid"),
         Field("reason", "Reason", required=False, rest=True),
@@ -67,7 +68,7 @@ class Delete(Command):
     node = "delete"
     keywords = ("delete",)
     help = "Delete a member and erase its personal data (its JID becomes a pseudonym)."
-    capabilities = frozenset({"member.delete"})
+    capabilities = frozenset({Capability.MEMBER_DELETE})
     fields = (
         Field("jid", "Member's JID", "jid"),
         Field("reason", "Reason", required=False, rest=True),
@@ -90,7 +91,7 @@ class Reassign(Command):
     node = "reassign"
     keywords = ("reassign", "move")
     help = "Move a member, with its downline, under another referrer (a reason is required)."
-    capabilities = frozenset({"member.reassign"})
+    capabilities = frozenset({Capability.MEMBER_REASSIGN})
     fields = (
         Field("jid", "Member's JID", "jid"),
         Field("referrer", "New referrer's JID", "jid"),
@@ -112,7 +113,7 @@ class AuditLog(Command):
     node = "audit"
     keywords = ("audit", "audit log")
     help = "Admin actions, newest first: who, when, what, why."
-    capabilities = frozenset({"audit.read"})
+    capabilities = frozenset({Capability.AUDIT_READ})
     fields = (
         Field("max", "How many", "int", required=False),
         Field("before", "Older than entry number", "int", required=False),
