@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from functools import partial
 
@@ -27,22 +27,11 @@ class Outbox:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def claim(self, limit: int = ROUND) -> tuple[list[Notice], bool]:
-        """Take unsent notifications (marked sent as they are claimed), grouped per member.
-
-        Everything a member earned since the last round goes out as one message (one per
-        ``MAX_PER_MESSAGE`` earnings): the sender runs a round at most once per window,
-        which is the digest. Returns the messages and whether more rows wait (the round
-        stopped at ``limit``).
-        """
-        rows: list[outbox.OutboxRow] = []
-        while len(rows) < limit:
-            size = min(PAGE, limit - len(rows))
-            page = await self.ctx.db.transaction(partial(_claim_page, self.ctx.clock(), size))
-            rows.extend(page)
-            if len(page) < size:
-                return await _messages(rows), False
-        return await _messages(rows), True
+    def round(self, limit: int = ROUND) -> Round:
+        """A sending round: everything a member earned since the last round goes out as
+        one message (one per ``MAX_PER_MESSAGE`` earnings). The sender runs a round at
+        most once per window, which is the digest."""
+        return Round(self.ctx, limit)
 
     async def give_back(self, ids: Sequence[int]) -> None:
         """Unclaim notifications that were never written to the link."""
@@ -57,24 +46,62 @@ class Outbox:
         return await self.ctx.db.transaction(outbox.unsent_count)
 
 
-async def _claim_page(now: datetime, size: int, conn: Conn) -> list[outbox.OutboxRow]:
+class Round:
+    """One round of notifications, claimed page by page (each page marked sent as it is
+    claimed) and handed out as messages as soon as they are complete.
+
+    A recipient's message is complete at ``MAX_PER_MESSAGE`` earnings or at the end of
+    the round, so a round holds only the JSON text of the earnings of recipients whose
+    message is not full yet, never the whole round as objects (it can be 50,000
+    earnings: the component's memory), and the sender never blocks the event loop for
+    more than a slice of them.
+    """
+
+    def __init__(self, ctx: Context, limit: int) -> None:
+        self.ctx = ctx
+        self.limit = limit
+        self.ids: list[int] = []  # every row claimed so far (given back if unconfirmed)
+        self.more = False  # the round stopped at its limit: more rows wait
+
+    async def messages(self) -> AsyncIterator[list[Notice]]:
+        """Claim and yield the round's messages, a slice at a time. A caller that stops
+        iterating (the link dropped) stops the claiming; ``ids`` holds what was taken."""
+        waiting: dict[str, list[outbox.ClaimedRow]] = {}
+        ready: list[Notice] = []
+        while len(self.ids) < self.limit:
+            size = min(PAGE, self.limit - len(self.ids))
+            page = await self.ctx.db.transaction(partial(_claim_page, self.ctx.clock(), size))
+            self.ids.extend(row.id for row in page)
+            for row in page:
+                group = waiting.setdefault(row.recipient, [])
+                group.append(row)
+                if len(group) == MAX_PER_MESSAGE:
+                    ready.append(_notice(waiting.pop(row.recipient)))
+            if ready:
+                yield ready
+                ready = []
+            if len(page) < size:
+                break
+        else:
+            self.more = True
+        written = 0
+        for group in waiting.values():
+            ready.append(_notice(group))
+            written += len(group)
+            if written >= SLICE:
+                yield ready
+                ready, written = [], 0
+        if ready:
+            yield ready
+
+
+async def _claim_page(now: datetime, size: int, conn: Conn) -> list[outbox.ClaimedRow]:
     return await outbox.claim(conn, now, size)
 
 
-async def _messages(rows: list[outbox.OutboxRow]) -> list[Notice]:
-    grouped: dict[str, list[outbox.OutboxRow]] = {}
-    for row in rows:
-        grouped.setdefault(row.recipient, []).append(row)
-    notices = []
-    written = 0
-    for recipient, rows_of in grouped.items():
-        for i in range(0, len(rows_of), MAX_PER_MESSAGE):
-            group = rows_of[i : i + MAX_PER_MESSAGE]
-            earnings = [r.payload for r in group]
-            body = notification_body(earnings)
-            notices.append(Notice([r.id for r in group], recipient, body, earnings))
-            written += len(group)
-            if written >= SLICE:
-                written = 0
-                await asyncio.sleep(0)
-    return notices
+def _notice(rows: list[outbox.ClaimedRow]) -> Notice:
+    earnings = [_DECODE(r.payload) for r in rows]
+    return Notice([r.id for r in rows], rows[0].recipient, notification_body(earnings), earnings)
+
+
+_DECODE = json.JSONDecoder().decode

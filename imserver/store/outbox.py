@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,13 +16,13 @@ from imserver.store.models import OutboxMessage
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
-class OutboxRow:
+class ClaimedRow(NamedTuple):
+    """A claimed notification as the sender needs it: the payload stays JSON text until
+    its message is written (a round holds tens of thousands of them)."""
+
     id: int
-    member_id: int
     recipient: str
-    payload: dict[str, str]
-    created_at: datetime
+    payload: str
 
 
 # One encoder for every row: json.dumps with options builds a new one per call.
@@ -44,7 +44,7 @@ async def add(
     )
 
 
-async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[OutboxRow]:
+async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[ClaimedRow]:
     """Take up to ``limit`` unsent rows, oldest first, and mark them sent.
 
     The caller sends them after this transaction commits: a row is claimed once, so it is
@@ -52,21 +52,12 @@ async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[Outbox
     another process is claiming).
     """
     stmt = (
-        select(
-            OutboxMessage.id,
-            OutboxMessage.member_id,
-            OutboxMessage.recipient,
-            OutboxMessage.payload,
-            OutboxMessage.created_at,
-        )
+        select(OutboxMessage.id, OutboxMessage.recipient, OutboxMessage.payload)
         .where(OutboxMessage.sent_at.is_(None))
         .order_by(OutboxMessage.id)
         .limit(limit)
     )
-    rows = [
-        OutboxRow(int(i), int(m), r, json.loads(p), c)
-        for i, m, r, p, c in await conn.execute(skip_locked(conn, stmt))
-    ]
+    rows = [ClaimedRow(*row) for row in await conn.execute(skip_locked(conn, stmt))]
     if rows:
         await conn.execute(
             update(OutboxMessage)

@@ -22,7 +22,6 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
 from imserver.service.money_views import Notice
-from imserver.service.outbox import SLICE
 from imserver.xmpp.rawxml import element, text
 from plugins.distribution import NS
 
@@ -71,31 +70,30 @@ class Notifier:
             await asyncio.sleep(self.window)
             if not self.component.connected_event.is_set():
                 continue  # the reconnect kicks again
+            round_ = self.outbox.round()
             try:
-                notices, more = await self.outbox.claim()
-                if not notices:
+                sent = 0
+                async for notices in round_.messages():
+                    if not self.component.connected_event.is_set():
+                        break  # claimed while the link went down: never written, given back
+                    for notice in notices:
+                        self._send(notice)
+                    sent += len(notices)
+                    # Let the answers to payments out between slices of a large round.
+                    await asyncio.sleep(0)
+                if not round_.ids:
                     continue
-                ids = [i for n in notices for i in n.ids]
-                if not self.component.connected_event.is_set():
-                    # Claimed while the link went down: never written, so give back.
-                    await self.outbox.give_back(ids)
-                    continue
-                self.rounds += 1
-                written = 0
-                for notice in notices:
-                    self._send(notice)
-                    written += len(notice.ids)
-                    if written >= SLICE:
-                        # Let the answers to payments out between slices of a large
-                        # round (their latency), the round is confirmed as a whole.
-                        written = 0
-                        await asyncio.sleep(0)
-                if not await self._confirmed():
-                    await self.outbox.give_back(ids)
-                elif more:
+                if sent:
+                    self.rounds += 1
+                if not self.component.connected_event.is_set() or not await self._confirmed():
+                    await self.outbox.give_back(round_.ids)
+                elif round_.more:
                     self._dirty = True
             except Exception:
-                log.exception("sending notifications failed; they stay in the outbox")
+                log.exception("sending notifications failed; they go out again later")
+                with contextlib.suppress(Exception):
+                    await self.outbox.give_back(round_.ids)
+                self._dirty = True
 
     async def _confirmed(self) -> bool:
         """True once the server has taken what was just written to the link.
