@@ -12,7 +12,7 @@ Only the cursor changes: the connection, its worker thread, commit, rollback and
 exceptions (sqlite3's own) are aiosqlite's, and SQLAlchemy's async engine, events and
 pool work as before. The worker thread runs the function through aiosqlite's queue
 (``Connection._execute``), the same private door SQLAlchemy's adapter already uses for
-``isolation_level``; tests/test_sqlite_driver.py pins that it still exists.
+``isolation_level``; :mod:`imserver.store.compat` pins the versions and names relied on.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+
+from imserver.store.compat import verify_aiosqlite
 
 _Result = tuple[Any, list[Any], int, int | None]
 
@@ -138,4 +140,5 @@ class OneHopDbapi(AsyncAdapt_aiosqlite_dbapi):
 
 def dbapi() -> OneHopDbapi:
     """A fresh DBAPI module object (one per engine, as SQLAlchemy's own)."""
+    verify_aiosqlite()  # the private names below must still be where they were
     return OneHopDbapi(aiosqlite, sqlite3)

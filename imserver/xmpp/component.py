@@ -18,6 +18,7 @@ from imserver.service.errors import ServiceError
 from imserver.service.limits import build_limiter
 from imserver.service.registry import Services
 from imserver.xmpp import commands
+from imserver.xmpp.compat import slixmpp as slixmpp_compat
 from imserver.xmpp.hardening import HardenedStream, StreamLimits, check_startup
 from imserver.xmpp.requests import membership, payments, repair
 from plugins.distribution import NS
@@ -90,8 +91,9 @@ class Component(HardenedStream, ComponentXMPP):
     def __init__(self, config: Config, services: Services) -> None:
         x = config.xmpp
         super().__init__(x.component, x.secret, x.host, x.component_port)
-        # Refuses a vulnerable expat and the default secret off loopback (hardening.py);
-        # after the base init, so a refused component is still a whole object to collect.
+        # Refuses a vulnerable expat, the default secret off loopback and a slixmpp whose
+        # private parts we use have moved (hardening.py); after the base init, so a
+        # refused component is still a whole object to collect.
         check_startup(config)
         self.stream_limits = StreamLimits(
             config.limits.max_stanza_bytes, config.limits.max_stanza_depth
@@ -209,11 +211,9 @@ class Component(HardenedStream, ComponentXMPP):
 
     def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
         """Retry a failed connect with our capped back-off, not slixmpp's 300 s one."""
-        if self._current_connection_attempt is None:
-            return None
-        self._connect_loop_wait = self._next_delay()
-        self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
-        return self._current_connection_attempt
+        if not self.is_connecting():
+            return None  # the attempt was cancelled (stop)
+        return slixmpp_compat.retry_connect(self, self._next_delay())
 
     async def stop(self) -> None:
         """Disconnect for good."""

@@ -40,6 +40,8 @@ from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
 from imserver.config import DEFAULT_SECRET, Config
+from imserver.xmpp.compat import slixmpp as slixmpp_compat
+from imserver.xmpp.compat.slixmpp import spawn_stanza
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ def check_startup(config: Config) -> None:
     """Everything the component verifies before it connects."""
     check_expat()
     check_secret(config)
+    slixmpp_compat.check()
+    # Our stanza errors use RFC 6120's conditions; slixmpp writes only those it knows.
+    slixmpp_compat.allow_conditions()
 
 
 @dataclass(frozen=True)
@@ -314,22 +319,12 @@ class GuardedParser:
             self._last.text = (self._last.text or "") + text
 
 
-def allow_rfc6120_conditions() -> None:
-    """Let slixmpp write ``policy-violation``, a stanza-error condition of RFC 6120.
-
-    slixmpp 1.17 only knows RFC 3920's list and silently writes nothing (the client then
-    reads ``feature-not-implemented``) for a condition missing from it.
-    """
-    from slixmpp.stanza.error import Error
-
-    Error.conditions = set(Error.conditions) | {"policy-violation"}
-
-
 class HardenedStream:
     """Mixin for the component: parses its stream with :class:`GuardedParser`.
 
     Replaces slixmpp's ``init_parser`` and ``data_received`` (slixmpp 1.17's logic, with
-    the guard's events); everything else of slixmpp is untouched.
+    the guard's events; :mod:`imserver.xmpp.compat.slixmpp` pins what they rely on);
+    everything else of slixmpp is untouched.
     """
 
     parser: Any
@@ -339,7 +334,6 @@ class HardenedStream:
 
     def init_parser(self) -> None:
         """A fresh guarded parser for each connection."""
-        allow_rfc6120_conditions()
         self.xml_depth = 0
         self.xml_root = None
         self.parser = GuardedParser(self.stream_limits, self._answer_rejected)
@@ -361,7 +355,7 @@ class HardenedStream:
             elif kind == STANZA:
                 assert xml is not None
                 try:
-                    stream._spawn_event(xml)
+                    spawn_stanza(stream, xml)
                 except Exception:
                     # One stanza that slixmpp cannot digest must not take the link down.
                     log.exception("dropped a stanza that could not be processed: <%s>", xml.tag)

@@ -32,6 +32,7 @@ from imserver.xmpp.commands.base import (
     cell_text,
 )
 from imserver.xmpp.commands.registry import CommandSet
+from imserver.xmpp.compat import slixmpp as slixmpp_compat
 
 if TYPE_CHECKING:
     from imserver.xmpp.component import Component
@@ -199,8 +200,7 @@ class AdHoc:
         component.register_plugin("xep_0050", pconfig={"session_db": self.store})
         self.plugin = component.plugin["xep_0050"]
         # Only the JID that started a session may continue it (slixmpp does not check).
-        component.del_event_handler("command", self.plugin._handle_command_all)
-        component.add_event_handler("command", self._guarded)
+        self._handle_command = slixmpp_compat.guard_adhoc(component, self.plugin, self._guarded)
         for command in commands:
             self.add(command)
         component.plugin["xep_0030"].set_node_handler(
@@ -222,7 +222,7 @@ class AdHoc:
         session = self.store.get(sessionid) if sessionid else None
         if session is not None and session["from"] != iq["from"]:
             raise XMPPError("item-not-found", text="no such session")
-        await self.plugin._handle_command_all(iq)
+        await self._handle_command(iq)
 
     async def _list(self, jid: Any, node: Any, ifrom: Any, args: Any) -> DiscoItems:
         """disco#items on the commands node: only what the asking JID may run."""
