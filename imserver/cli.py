@@ -8,16 +8,19 @@ import contextlib
 import json
 import logging
 import re
-import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imserver.config import Config, ConfigError, load_config
-from imserver.devserver.prosody import ProsodyError, ProsodyInstance
+from imserver.devserver.prosody import ProsodyError, ProsodyInstance, StartInterrupted
+from imserver.devserver.stopping import Stopper, StopRequested
 from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
+    from imserver.app import App
     from imserver.service.membership import Location
     from imserver.service.regions import LoadReport
 
@@ -114,45 +117,131 @@ def cmd_accounts_add(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: Config) -> None:
-    from imserver.app import App
+# A stop asked for while the component starts waits this long for the start's database
+# step (seeding the policy) to end before cutting it.
+START_CUT_SECONDS = 5.0
 
-    app = App(config)
-    task = asyncio.current_task()
-    assert task is not None
+
+async def _serve(config: Config, stopper: Stopper) -> None:
+    """Run the component until a stop is asked for, and stop it in order at any moment.
+
+    Nothing is cancelled in the middle of a database call when that can be avoided: a
+    stop during start-up lets the policy seeding finish (see ``_cut_start``), and the
+    serving itself is only a wait.
+    """
+    from imserver.app import App, tune_gc
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await app.run_forever()
+    stop = asyncio.Event()
+
+    def request_stop() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to do
+            loop.call_soon_threadsafe(stop.set)
+
+    if not stopper.on_stop(request_stop):
+        return  # asked to stop before we began
+    app = App(config)
+    stopping = asyncio.ensure_future(stop.wait())
+    starting = asyncio.ensure_future(app.start(timeout=60.0))
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            starting.result()  # a start that failed ends the run with its error
+            tune_gc()
+            await stopping
+    finally:
+        stopper.on_stop(None)
+        stopping.cancel()
+        await _cut_start(app, starting)
+        try:
+            await app.stop()
+        finally:
+            await _wait_for_database_threads(timeout=2.0)
+
+
+async def _cut_start(app: App, starting: asyncio.Future[None]) -> None:
+    """End a start that a stop interrupted, without cutting a database call if possible.
+
+    ``App.start`` seeds the policy, then starts the scheduler, then waits for the XMPP
+    handshake: once the scheduler runs, only the wait is left, and cancelling it is
+    harmless. Before that, the start gets ``START_CUT_SECONDS`` to get there.
+    """
+    if not starting.done():
+        deadline = time.monotonic() + START_CUT_SECONDS
+        while not (starting.done() or app.jobs.scheduler.running) and time.monotonic() < deadline:
+            await asyncio.wait({starting}, timeout=0.01)
+        starting.cancel()
+        await asyncio.wait({starting})
+    # Retrieved here, so that a start that failed as the stop came is reported once.
+    if not starting.cancelled() and (error := starting.exception()) is not None:
+        log.info("the start ended in an error: %s", error)
+
+
+async def _wait_for_database_threads(timeout: float) -> None:
+    """Give aiosqlite's worker threads time to end while the loop can still hear them.
+
+    A database call cut by a stop (the scheduler cancels a running settlement job) leaves
+    its worker thread finishing the call; should the loop close first, the thread fails
+    reporting to it, and a thread that never ends keeps the process alive (the connection
+    to Prosody with it).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            log.warning("%d database worker threads still running at stop", len(busy))
+            return
+        await asyncio.sleep(0.01)
 
 
 def cmd_run(config: Config, _args: argparse.Namespace) -> int:
     """Run the component against an existing XMPP server and database."""
-    asyncio.run(_serve(config))
+    stopper = Stopper()
+    stopper.install()
+    asyncio.run(_serve(config, stopper))
     return 0
 
 
 def cmd_dev(config: Config, _args: argparse.Namespace) -> int:
-    """`make run`: private Prosody, migrated database, region data, then the component."""
+    """`make run`: private Prosody, migrated database, region data, then the component.
+
+    SIGTERM, SIGINT or SIGHUP at any moment stops whatever was started and exits 0 (see
+    ``devserver/stopping.py``); a second ``imserver dev`` on the same data dir is
+    refused and leaves the first alone.
+    """
+    stopper = Stopper()
+    stopper.install()  # first: the imports below take a while
     from imserver.store.migrate import upgrade
 
-    upgrade(config.database.url)
-    report = asyncio.run(_load_regions(config, None, only_if_empty=True))
-    if report is not None:
-        print(report.summary())
     prosody = _prosody(config)
-    for admin in config.admins:
-        print(f"admin: {admin} (create its account: imserver accounts add {admin} PASSWORD)")
-    prosody.start()
-    print(
-        f"prosody on 127.0.0.1:{config.xmpp.client_port} (clients), "
-        f"component {config.xmpp.component} on :{config.xmpp.component_port}; Ctrl-C stops both"
-    )
+    # Before the database is touched: a second run must change nothing of the first's.
+    prosody.claim()
+    stopper.on_emergency(prosody.kill)
     try:
-        asyncio.run(_serve(config))
+        stopper.check()
+        upgrade(config.database.url)
+        stopper.check()
+        report = asyncio.run(_load_regions(config, None, only_if_empty=True))
+        if report is not None:
+            print(report.summary(), flush=True)
+        for admin in config.admins:
+            print(f"admin: {admin} (create its account: imserver accounts add {admin} PASSWORD)")
+        stopper.check()
+        prosody.start(stop=stopper.requested)
+        print(
+            f"prosody on 127.0.0.1:{config.xmpp.client_port} (clients), component "
+            f"{config.xmpp.component} on :{config.xmpp.component_port}; Ctrl-C stops both",
+            flush=True,
+        )
+        asyncio.run(_serve(config, stopper))
+    except (StopRequested, StartInterrupted):
+        pass
     finally:
         prosody.stop()
+    if stopper.requested.is_set():
+        log.info("stopped on %s; prosody and the component are down", stopper.describe())
     return 0
 
 
