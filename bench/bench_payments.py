@@ -44,7 +44,6 @@ from imserver.devserver.prosody import ProsodyInstance, free_port
 from imserver.geo.regions import load_regions_csv
 from imserver.service.regions import load_regions
 from imserver.store.migrate import upgrade
-from imserver.xmpp.requests.payments import notifier_of
 from tests.support.clients import PASSWORD, Client
 from tests.support.network import add_merchant, assign_agent
 
@@ -190,7 +189,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         payer = users[2].bare
         # Warm up (connections, caches) outside the measurement.
         await run_load(app, bots, payer, len(bots) * 5, args.window, "warm")
-        await notifier_of(app.component).idle()
+        await app.component.notifier.idle()
         for u in users:
             while not u.messages.empty():
                 u.messages.get_nowait()
@@ -207,11 +206,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         pays.notify = True
 
         async def on_run(i: int) -> dict[str, Any]:
-            await notifier_of(app.component).idle(timeout=60)
+            await app.component.notifier.idle(timeout=60)
             while not users[1].messages.empty():
                 users[1].messages.get_nowait()
             on = await run_load(app, bots, payer, n, w, f"on{i}")
-            await notifier_of(app.component).idle(timeout=60)
+            await app.component.notifier.idle(timeout=60)
             await asyncio.sleep(1.0)
             # bob and alice (levels 1 and 2) earn on every payment.
             on["earnings_notified_to_bob"] = on["payments"]
@@ -229,8 +228,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["use_case_on"] = await best_of(
             r, rate, lambda i: run_direct(app, senders, payer, n, w, f"don{i}")
         )
-        notifier_of(app.component).kick()  # the direct calls wrote rows but sent nothing
-        await notifier_of(app.component).idle(timeout=60)
+        app.component.notifier.kick()  # the direct calls wrote rows but sent nothing
+        await app.component.notifier.idle(timeout=60)
         results["registrations"] = await best_of(
             r,
             "registrations_per_second",

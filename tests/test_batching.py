@@ -21,7 +21,6 @@ from imserver.service.money_views import DistributionView
 from imserver.service.registry import Services
 from imserver.store.db import Database
 from imserver.store.models import LedgerTxn, OutboxMessage, Payment, PaymentShare
-from imserver.xmpp.requests.payments import notifier_of
 from tests.conftest import Service
 from tests.support.clients import Client
 
@@ -206,7 +205,7 @@ async def test_a_digest_carries_every_earning_once_per_window(service: Service) 
     bob: Client = await service.client(n.bob)
     tag = service.new_jid("g").split("@")[0]
     window = service.config.notifications.window
-    notifier = notifier_of(service.app.component)
+    notifier = service.app.component.notifier
     rounds = notifier.rounds
     refs = [f"{tag}-{i}" for i in range(30)]
     for ref in refs:

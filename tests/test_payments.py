@@ -14,7 +14,6 @@ import pytest
 from slixmpp import Iq, Message
 
 from imserver.store.ledger import LedgerReport
-from imserver.xmpp.requests.payments import notifier_of
 from plugins.distribution import NS
 from tests.conftest import OTHER_DOMAIN, Service
 from tests.support.clients import Client, expect_error
@@ -500,7 +499,7 @@ async def test_notifications_wait_for_the_link_and_are_sent_once(service: Servic
     await asyncio.wait_for(component.connected_event.wait(), 20)
     msg = await next_message(c.bob, timeout=20)
     assert earnings(msg)[0]["payment"] == "nl-1"
-    await notifier_of(component).idle()
+    await component.notifier.idle()
     assert await service.app.services.outbox.unsent() == 0
     # Never twice: another reconnect sends nothing more.
     component.disconnect()
@@ -516,7 +515,7 @@ async def test_earnings_within_the_window_are_coalesced(service: Service) -> Non
     # Two payments committed before the outbox is drained: one message per earner.
     await payments.pay(c.net.merchant.bare, "co-1", c.carol.bare, "10000", "CNY")
     await payments.pay(c.net.merchant.bare, "co-2", c.carol.bare, "20000", "CNY")
-    notifier_of(service.app.component).kick()
+    service.app.component.notifier.kick()
     msg = await next_message(c.bob)
     assert [e["payment"] for e in earnings(msg)] == ["co-1", "co-2"]
     assert "¥3.00" in msg["body"] and "¥6.00" in msg["body"]

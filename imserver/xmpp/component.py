@@ -20,6 +20,7 @@ from imserver.service.registry import Services
 from imserver.xmpp import commands
 from imserver.xmpp.compat import slixmpp as slixmpp_compat
 from imserver.xmpp.hardening import HardenedStream, StreamLimits, check_startup
+from imserver.xmpp.notify import Notifier
 from imserver.xmpp.requests import membership, payments, repair
 from plugins.distribution import NS
 from plugins.distribution import enable as enable_distribution
@@ -113,6 +114,9 @@ class Component(HardenedStream, ComponentXMPP):
         disco.add_feature(NS)
         self._known = set(KNOWN_PAYLOADS)
         self._routes: dict[tuple[str, str], Handler] = {}
+        # The outbox sender: woken by every commit that writes notifications
+        # (Context.outbox_listeners) and by every reconnect.
+        self.notifier = Notifier(self)
         for module in (membership, repair, payments, commands):
             module.install(self)
         self._routed = RoutedRequest(self._routes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from imserver.service.errors import bad_request
@@ -13,7 +12,6 @@ from imserver.service.money_views import (
     StatementPage,
     WithdrawalView,
 )
-from imserver.xmpp.notify import Notifier
 from imserver.xmpp.rawxml import element, send_result
 from plugins.distribution import NS
 from plugins.distribution.stanza import Amount, Entry, Withdrawal
@@ -22,19 +20,11 @@ if TYPE_CHECKING:
     from imserver.xmpp.component import Component
 
 RSM_NS = "http://jabber.org/protocol/rsm"
-_NOTIFIERS: weakref.WeakKeyDictionary[Component, Notifier] = weakref.WeakKeyDictionary()
-
-
-def notifier_of(component: Component) -> Notifier:
-    """The outbox sender of a component (installed with this module)."""
-    return _NOTIFIERS[component]
 
 
 def install(component: Component) -> None:
-    """Route this module's payloads to the payment services; start the outbox sender."""
+    """Route this module's payloads to the payment services."""
     services = component.services
-    notifier = Notifier(component)
-    _NOTIFIERS[component] = notifier
 
     async def payment(iq: Any, sender: str) -> None:
         # The route matched exactly one <payment/> child: read its attributes directly
