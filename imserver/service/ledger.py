@@ -5,7 +5,7 @@ from __future__ import annotations
 from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, not_found
-from imserver.service.membership import parse_jid
+from imserver.service.inputs import parse_jid
 from imserver.service.money_views import (
     BalanceLine,
     BalanceView,

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 
 from imserver.domain import allocation
 from imserver.domain.chains import SCOPES
-from imserver.domain.money import parse_minor_units
 from imserver.domain.policy import Policy
 from imserver.service.authz import MERCHANT, Capability, resolve_actor
 from imserver.service.batching import GroupCommit
@@ -23,7 +22,7 @@ from imserver.service.errors import (
     not_acceptable,
     not_found,
 )
-from imserver.service.membership import parse_jid
+from imserver.service.inputs import parse_amount, parse_currency, parse_jid, parse_ref
 from imserver.service.money_views import DistributionView, share_views
 from imserver.store import ledger, members, outbox
 from imserver.store import payments as store
@@ -32,15 +31,7 @@ from imserver.store.ledger import AccountKey
 from imserver.store.payments import NewPayment, PaymentRecord, ShareRecord
 from imserver.store.records import MemberRecord, PayerChain
 
-MAX_REF = 128
 EARNER_ROLES = ("referrer", "agent")
-
-
-def parse_ref(raw: str | None, what: str) -> str:
-    """A merchant's idempotency key: 1 to 128 printable characters."""
-    if not raw or len(raw) > MAX_REF or not raw.isprintable() or raw != raw.strip():
-        raise bad_request(f"{what} must be 1 to {MAX_REF} printable characters")
-    return raw
 
 
 @dataclass(frozen=True)
@@ -103,13 +94,6 @@ class Payments:
         """Stop the writer (the batch in flight finishes first)."""
         await self.writer.close()
 
-    def _currency(self, raw: str | None) -> str:
-        code = (raw or "").strip()
-        if code not in self.ctx.config.money.currencies:
-            accepted = ", ".join(sorted(self.ctx.config.money.currencies))
-            raise bad_request(f"currency {code[:8]!r} is not accepted (use one of {accepted})")
-        return code
-
     async def _merchant_of_sender(self, conn: Conn, sender: str, named: str | None) -> MemberRecord:
         """The merchant the sender reports for: itself, or the merchant of its bot JID.
 
@@ -150,11 +134,8 @@ class Payments:
         merchant = await self._merchant_of_sender(conn, r.sender, r.merchant)
         ref = parse_ref(r.ref, "payment id")
         payer = parse_jid(r.payer, "payer")
-        code = self._currency(r.currency)
-        try:
-            value = parse_minor_units(r.amount or "", cap=self.ctx.config.money.currencies[code])
-        except ValueError as exc:
-            raise bad_request(str(exc)) from None
+        code = parse_currency(r.currency, self.ctx.config.money.currencies)
+        value = parse_amount(r.amount, self.ctx.config.money.currencies[code])
         return _Accepted(index, merchant, ref, payer, value, code)
 
     async def _pay_batch(
@@ -291,10 +272,7 @@ class Payments:
             merchant = await self._merchant_of_sender(conn, sender, merchant_jid)
             refund_ref = parse_ref(ref, "refund id")
             payment_ref = parse_ref(payment, "payment")
-            try:
-                value = parse_minor_units(amount or "", cap=10**18)
-            except ValueError as exc:
-                raise bad_request(str(exc)) from None
+            value = parse_amount(amount)
             existing = await store.find_refund(conn, merchant.id, refund_ref)
             if existing is not None:
                 return await self._replay_refund(conn, existing, merchant, payment_ref, value)

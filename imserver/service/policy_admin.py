@@ -6,12 +6,11 @@ from imserver.domain.policy import Policy, PolicyError
 from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request
+from imserver.service.inputs import parse_reason
 from imserver.service.money_views import PolicyView
 from imserver.service.policies import current_policy
 from imserver.store import audit, policies
 from imserver.store.db import Conn
-
-MAX_REASON = 500
 
 
 def _view(version: int, p: Policy) -> PolicyView:
@@ -80,10 +79,7 @@ class PolicyAdmin:
         async def use_case(conn: Conn) -> PolicyView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require(Capability.POLICY_SET)
-            if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):
-                raise bad_request(
-                    f"reason must be printable text of at most {MAX_REASON} characters"
-                )
+            why = parse_reason(reason)
             policy = parse_policy(
                 fields.get("pool-bp"),
                 fields.get("referral-bp"),
@@ -101,7 +97,7 @@ class PolicyAdmin:
                 action="policy.set",
                 target=f"policy:{version}",
                 details=policy.as_dict(),
-                reason=reason,
+                reason=why,
             )
             return _view(version, policy)
 

@@ -15,7 +15,7 @@ from imserver.domain.rulenumbers import looks_like_rule_number
 from imserver.service.authz import Capability, capabilities_of, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, forbidden, not_found
-from imserver.service.membership import parse_jid
+from imserver.service.inputs import parse_jid
 from imserver.service.policies import current_policy
 from imserver.service.views import MemberView, member_view
 from imserver.store import members, regions, reports

@@ -17,7 +17,8 @@ from imserver.service.errors import (
     not_acceptable,
     not_found,
 )
-from imserver.service.membership import find_referrer, parse_jid
+from imserver.service.inputs import parse_jid, parse_positive_int, parse_reason
+from imserver.service.membership import find_referrer
 from imserver.service.views import MemberView, member_view
 from imserver.store import audit, members
 from imserver.store import repair as store
@@ -27,7 +28,6 @@ from imserver.store.records import MemberRecord
 
 __all__ = ["AuditPage", "AuditRecord", "Repair", "RepairView", "parse_reason"]
 
-MAX_REASON = 500  # the audit log's reason column
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
@@ -47,28 +47,6 @@ class AuditPage:
     """Audit entries, newest first; ask again with ``before`` = the last id for more."""
 
     entries: list[AuditRecord] = field(default_factory=list)
-
-
-def parse_reason(raw: str | None, *, required: bool) -> str | None:
-    """The reason of an admin action: trimmed, at most MAX_REASON characters."""
-    reason = (raw or "").strip()
-    if not reason:
-        if required:
-            raise bad_request("a reason is required: reason='why'")
-        return None
-    if len(reason) > MAX_REASON:
-        raise bad_request(f"reason is longer than {MAX_REASON} characters")
-    if not all(ch.isprintable() or ch in "\n\t" for ch in reason):
-        raise bad_request("reason contains control characters")
-    return reason
-
-
-def _positive_int(raw: str | None, what: str, default: int | None) -> int | None:
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
-        raise bad_request(f"{what} must be a positive integer")
-    return int(raw)
 
 
 class Repair:
@@ -198,11 +176,11 @@ class Repair:
         self, sender: str, max_entries: str | None, before: str | None
     ) -> AuditPage:
         """A page of the audit log, newest first (admins only)."""
-        limit = _positive_int(max_entries, "max", DEFAULT_PAGE)
+        limit = parse_positive_int(max_entries, "max", DEFAULT_PAGE)
         assert limit is not None
         if limit > MAX_PAGE:
             raise bad_request(f"max is at most {MAX_PAGE}")
-        before_id = _positive_int(before, "before", None)
+        before_id = parse_positive_int(before, "before", None)
 
         async def use_case(conn: Conn) -> AuditPage:
             actor = await resolve_actor(conn, sender, self.ctx.config)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from imserver.domain.money import format_amount, parse_minor_units
+from imserver.domain.money import format_amount
 from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, conflict, not_acceptable, not_found
+from imserver.service.inputs import parse_amount, parse_currency, parse_reason, parse_ref
 from imserver.service.money_views import WithdrawalView
-from imserver.service.payments import parse_ref
 from imserver.store import audit, ledger
 from imserver.store import withdrawals as store
 from imserver.store.db import Conn
 from imserver.store.withdrawals import WithdrawalRecord
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
-MAX_REASON = 500
 MAX_LIST = 100
 
 
@@ -34,13 +33,8 @@ class Withdrawals:
         self, sender: str, amount: str | None, currency: str | None, ref: str | None = None
     ) -> WithdrawalView:
         """Reserve ``amount`` of the sender's available balance for a payout."""
-        code = (currency or "").strip()
-        if code not in self.ctx.config.money.currencies:
-            raise bad_request(f"currency {code[:8]!r} is not accepted")
-        try:
-            value = parse_minor_units(amount or "", cap=self.ctx.config.money.currencies[code])
-        except ValueError as exc:
-            raise bad_request(str(exc)) from None
+        code = parse_currency(currency, self.ctx.config.money.currencies)
+        value = parse_amount(amount, self.ctx.config.money.currencies[code])
         key = parse_ref(ref, "id") if ref is not None else None
         minimum = self.ctx.config.money.withdrawal_minimum.get(code, 1)
 
@@ -97,8 +91,7 @@ class Withdrawals:
             raise bad_request("id must be a withdrawal number")
         if action not in ACTIONS:
             raise bad_request("action must be approve or reject")
-        if reason is not None and (len(reason) > MAX_REASON or not reason.isprintable()):
-            raise bad_request(f"reason must be printable text of at most {MAX_REASON} characters")
+        reason = parse_reason(reason)
         status = ACTIONS[action]
         wid = int(withdrawal_id)
 
