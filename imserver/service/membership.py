@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.domain import chains
-from imserver.domain.jids import InvalidJid, normalize_jid
+from imserver.domain.jids import InvalidJid, domain_of, normalize_jid
 from imserver.domain.rulenumbers import make_rule_number, role_letter
-from imserver.service.authz import Actor, Capability, resolve_actor
+from imserver.service.authz import ADMIN, BOT, FOREIGN, NONMEMBER, Actor, Capability, resolve_actor
+from imserver.service.batching import GroupCommit
 from imserver.service.context import Context
 from imserver.service.errors import (
+    ServiceError,
     bad_request,
     conflict,
     forbidden,
@@ -25,6 +29,7 @@ from imserver.store import audit, bots, members, regions, repair
 from imserver.store.records import MemberRecord, RegionRecord
 
 MAX_NAME = 200
+USER_ROLE = "user"  # what registration makes (merchants and agents are made by admins)
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,57 @@ async def refuse_bot(conn: AsyncConnection, jid: str) -> None:
         raise conflict(f"{jid} is linked as a merchant's bot: unlink it first")
 
 
+@dataclass(frozen=True)
+class _Joining:
+    """A registration request that passed the checks needing no database."""
+
+    sender: str
+    referrer: str  # normalised, not the sender
+
+
+@dataclass
+class _Newcomer:
+    """A registration of the batch that passed every check: written with the batch."""
+
+    index: int  # its place in the batch
+    jid: str
+    # Its referrer: a stored member, or the place in the batch's newcomers of one who
+    # registered earlier in the same batch.
+    referrer: MemberRecord | int
+    home: RegionRecord
+    record: MemberRecord | None = None  # once its id and rule number are taken
+    upline: list[int] | None = None
+
+
+def _refuse_member(sender: str, member: MemberRecord) -> ServiceError:
+    """The refusal of a sender that is (or was, and was terminated) a member already."""
+    if member.status == "terminated":
+        # Only deletion frees a JID (it then joins as a new member).
+        return conflict(
+            f"{sender}'s membership ({member.rule_number}) was terminated: it cannot join again"
+        )
+    return conflict(f"{sender} is already a member ({member.rule_number})")
+
+
 class Membership:
-    """Registration, chains, merchants and agents."""
+    """Registration, chains, merchants and agents.
+
+    Registrations go through one writer per process (group commit, like payments): the
+    requests that arrive together are checked one by one, in order, against what the
+    batch read in a few statements, and written by a few set-based statements in one
+    transaction; each gets its own answer after the commit.
+    """
 
     def __init__(self, ctx: Context, resolver: RegionResolver | None = None) -> None:
         self.ctx = ctx
         self.resolver = resolver
+        self.writer: GroupCommit[_Joining, MemberView] = GroupCommit(
+            ctx.db, self._register_batch, cap=ctx.config.payments.batch_max
+        )
+
+    async def close(self) -> None:
+        """Stop the registration writer (the batch in flight finishes first)."""
+        await self.writer.close()
 
     async def register(self, sender: str, referrer: str | None) -> MemberView:
         """Join through a referrer; the chains are computed and stored before the answer."""
@@ -80,36 +130,174 @@ class Membership:
         ref_jid = parse_jid(referrer, "referrer")
         if ref_jid == sender:
             raise bad_request("you cannot refer yourself")
+        return await self.writer.submit(_Joining(sender, ref_jid))
 
-        async def use_case(conn: AsyncConnection) -> MemberView:
-            actor = await resolve_actor(conn, sender, self.ctx.config)
-            if actor.member is not None:
-                if actor.member.status == "terminated":
-                    # Only deletion frees a JID (it then joins as a new member).
-                    raise conflict(
-                        f"{sender}'s membership ({actor.member.rule_number}) was terminated:"
-                        " it cannot join again"
-                    )
-                raise conflict(f"{sender} is already a member ({actor.member.rule_number})")
-            if not actor.may(Capability.REGISTER):
-                raise forbidden(f"{sender} may not join this network")
-            ref = await find_referrer(conn, self.ctx, ref_jid)
-            above: list[int] = []
-            if ref.active:
-                # The referrer's line top-down, then the referrer, FOR SHARE: a repair of
-                # that line waits for us, or we retry on its result (see store.repair).
-                ref, above = await repair.lock_line(conn, ref.id, as_read=ref)
-            if not ref.active:
-                raise not_acceptable(f"referrer {ref_jid} is {ref.status}")
-            # A referrer whose region code was retired since: the newcomer lands on the
-            # successor (the referrer keeps its rule number and its code).
-            home = await regions.live(conn, ref.region_code)
-            if home is None:
-                raise bad_request(f"unknown region {ref.region_code}")
-            member = await self._create(conn, sender, "user", home, (ref, above))
-            return member_view(member, ref.jid)
+    def _may_join(self, sender: str, is_bot: bool) -> bool:
+        """``resolve_actor(sender).may("register")`` for a sender that is no member, from
+        what the batch read (kept in step with ``authz.resolve_actor``)."""
+        kinds = {ADMIN} if sender in self.ctx.config.admins else set()
+        if domain_of(sender) not in self.ctx.config.xmpp.member_domains:
+            kinds.add(FOREIGN)
+        if is_bot:
+            kinds.add(BOT)
+        elif FOREIGN not in kinds:
+            kinds.add(NONMEMBER)
+        return Actor(sender, frozenset(kinds)).may(Capability.REGISTER)
 
-        return await self.ctx.db.transaction(use_case)
+    async def _register_batch(
+        self, conn: AsyncConnection, batch: Sequence[_Joining]
+    ) -> list[MemberView | ServiceError]:
+        """Answer a batch of registrations in one transaction (see ``GroupCommit``).
+
+        Each request is checked in the protocol's order (already a member, may not join,
+        unknown referrer, referrer ended, unknown region) against the database as read
+        at the start of the batch plus the registrations before it in the batch: the
+        same JID twice is a member the second time, and a newcomer may refer the next.
+        """
+        senders = {j.sender for j in batch}
+        named = {j.referrer for j in batch}
+        stored = await members.by_jids(conn, senders | named)
+        bots = await members.bots_among(conn, senders - stored.keys())
+        hashes = {self.ctx.erased_hash(r): r for r in named - stored.keys()}
+        erased = {hashes[h] for h in await members.erased_among(conn, hashes)}
+        lines = await self._lock_referrers(conn, stored, named)
+        found = await regions.reachable(
+            conn, {stored[r].region_code for r in named if r in stored and stored[r].active}
+        )
+        out: list[MemberView | ServiceError | None] = [None] * len(batch)
+        newcomers: list[_Newcomer] = []
+        joined: dict[str, int] = {}  # JID -> its place in newcomers
+        repeats: list[tuple[int, int]] = []  # (place in the batch, place in newcomers)
+        for i, j in enumerate(batch):
+            try:
+                if j.sender in joined:
+                    repeats.append((i, joined[j.sender]))
+                    continue
+                newcomers.append(self._check(i, j, stored, bots, erased, joined, newcomers, found))
+                joined[j.sender] = len(newcomers) - 1
+            except ServiceError as exc:
+                out[i] = exc
+        if newcomers:
+            await self._write(conn, newcomers, lines, found)
+        for n in newcomers:
+            assert n.record is not None
+            ref = n.referrer if isinstance(n.referrer, MemberRecord) else newcomers[n.referrer]
+            out[n.index] = member_view(n.record, ref.jid)
+        for i, place in repeats:
+            record = newcomers[place].record
+            assert record is not None
+            out[i] = _refuse_member(record.jid, record)
+        assert all(o is not None for o in out)
+        return out  # type: ignore[return-value]
+
+    async def _lock_referrers(
+        self, conn: AsyncConnection, stored: dict[str, MemberRecord], named: set[str]
+    ) -> dict[int, list[int]]:
+        """Lock the stored lines of the active referrers (PostgreSQL; see store.repair),
+        put the referrers as they are under the locks into ``stored``, and return each
+        one's stored upline by id."""
+        active = {m.id: m for r in named if (m := stored.get(r)) is not None and m.active}
+        if len(active) == 1:
+            # One line, the usual batch: the lock a registration alone has always taken
+            # (the seam that tests/test_repair.py orders a repair against).
+            ((ref_id, ref),) = active.items()
+            ref, above = await repair.lock_line(conn, ref_id, as_read=ref)
+            locked, lines = {ref_id: ref}, {ref_id: above}
+        else:
+            lines = await members.uplines_of(conn, active)
+            locked = await members.lock_lines(conn, active, lines)
+        for ref in locked.values():
+            stored[ref.jid] = ref
+        return lines
+
+    def _check(
+        self,
+        index: int,
+        j: _Joining,
+        stored: dict[str, MemberRecord],
+        bots: set[str],
+        erased: set[str],
+        joined: dict[str, int],
+        newcomers: list[_Newcomer],
+        found: dict[str, RegionRecord],
+    ) -> _Newcomer:
+        """Every check of one registration, in the protocol's order; a newcomer or the
+        refusal."""
+        member = stored.get(j.sender)
+        if member is not None:
+            raise _refuse_member(j.sender, member)
+        if not self._may_join(j.sender, j.sender in bots):
+            raise forbidden(f"{j.sender} may not join this network")
+        if j.referrer in joined:  # registered earlier in this batch: active, and live
+            place = joined[j.referrer]
+            return _Newcomer(index, j.sender, place, newcomers[place].home)
+        ref = stored.get(j.referrer)
+        if ref is None:
+            if j.referrer in erased:
+                raise not_acceptable(f"referrer {j.referrer} has left the network")
+            raise not_found(f"referrer {j.referrer} is not a member")
+        if not ref.active:
+            raise not_acceptable(f"referrer {j.referrer} is {ref.status}")
+        # A referrer whose region code was retired since: the newcomer lands on the
+        # successor (the referrer keeps its rule number and its code).
+        home = regions.live_in(found, ref.region_code)
+        if home is None:
+            raise bad_request(f"unknown region {ref.region_code}")
+        return _Newcomer(index, j.sender, ref, home)
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        newcomers: list[_Newcomer],
+        lines: dict[int, list[int]],
+        found: dict[str, RegionRecord],
+    ) -> None:
+        """Number the newcomers and store them with their uplines and agency chains.
+
+        ``lines`` holds the stored upline of each stored referrer, ``found`` the regions
+        read for the batch (``regions.reachable``).
+        """
+        home_lines = {n.home.code: regions.line_in(found, n.home) for n in newcomers}
+        codes = sorted({r.code for line in home_lines.values() for r in line})
+        agents = await members.agents_of(conn, codes, shared=True)
+        agency = {
+            code: [
+                (chains.SCOPE_LEVELS[link.scope], link.region, link.agent_id)
+                for link in chains.agency_chain([(r.code, r.level) for r in line], agents)
+            ]
+            for code, line in home_lines.items()
+        }
+        # One counter update per region for the whole batch, the regions in code order
+        # (two processes' batches then lock their counters in the same order).
+        letter = role_letter(USER_ROLE)
+        wanted = Counter(n.home.code for n in newcomers)
+        next_seq: dict[str, int] = {}
+        for code in sorted(wanted):
+            last = await members.take_rule_seqs(conn, code, letter, wanted[code])
+            next_seq[code] = last - wanted[code] + 1
+        ids = await members.new_member_ids(conn, len(newcomers))
+        now = self.ctx.clock()
+        upline_rows: list[tuple[int, int, int]] = []
+        agency_rows: list[tuple[int, int, str, int | None]] = []
+        for n, member_id in zip(newcomers, ids, strict=True):
+            if isinstance(n.referrer, MemberRecord):
+                ref_id, above = n.referrer.id, lines[n.referrer.id]
+            else:
+                first = newcomers[n.referrer]  # earlier in the batch: numbered already
+                assert first.record is not None and first.upline is not None
+                ref_id, above = first.record.id, first.upline
+            code = n.home.code
+            seq, next_seq[code] = next_seq[code], next_seq[code] + 1
+            n.record = MemberRecord(
+                member_id, n.jid, make_rule_number(code, USER_ROLE, seq), USER_ROLE, code,
+                ref_id, "active", None, now,
+            )  # fmt: skip
+            n.upline = chains.upline_below(ref_id, above)
+            upline_rows.extend((member_id, lvl, a) for lvl, a in enumerate(n.upline, 1))
+            agency_rows.extend((member_id, *link) for link in agency[code])
+        await members.insert_members(conn, [n.record for n in newcomers if n.record])
+        await members.insert_uplines(conn, upline_rows)
+        await members.insert_agency_links(conn, agency_rows)
 
     async def _create(
         self,

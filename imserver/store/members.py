@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, literal, select, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from imserver.store.dialect import for_update, takes_row_locks, upsert
-from imserver.store.models import AgencyLink, Agent, Member, Region, RuleCounter, Upline
+from imserver.store.db import Retry
+from imserver.store.dialect import bulk_insert, for_update, reserve_ids, takes_row_locks, upsert
+from imserver.store.models import AgencyLink, Agent, Bot, Member, Region, RuleCounter, Upline
 from imserver.store.prebuilt import locked, per_dialect
 from imserver.store.records import AgencyView, ChainMember, MemberRecord, PayerChain, UplineLink
 
@@ -65,16 +78,6 @@ _KEY_SHARE_REGIONS = (
 _AGENT_REGIONS = select(Agent.region_code).where(Agent.member_id == bindparam("member_id"))
 
 
-def _next_rule_seq(conn: AsyncConnection) -> Any:
-    ins = upsert(conn, RuleCounter).values(
-        region_code=bindparam("p_region"), letter=bindparam("p_letter"), last_seq=1
-    )
-    return ins.on_conflict_do_update(
-        index_elements=[RuleCounter.region_code, RuleCounter.letter],
-        set_={"last_seq": RuleCounter.last_seq + 1},
-    ).returning(RuleCounter.last_seq)
-
-
 async def _one(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> MemberRecord | None:
     row = (await conn.execute(stmt, params)).first()
     return _record(row) if row else None
@@ -107,8 +110,7 @@ async def is_erased(conn: AsyncConnection, erased_hash: str) -> bool:
 
 async def next_rule_seq(conn: AsyncConnection, region: str, letter: str) -> int:
     """Take the next sequence number of a region and role; never handed out twice."""
-    stmt = per_dialect(conn, _next_rule_seq)
-    return int((await conn.execute(stmt, {"p_region": region, "p_letter": letter})).scalar_one())
+    return await take_rule_seqs(conn, region, letter, 1)
 
 
 async def insert_member(
@@ -292,3 +294,163 @@ async def payer_chains(
         who = ChainMember(gid, gjid, status == "active") if gid is not None else None
         agency[member_id].append((level, who))
     return {m.jid: PayerChain(m, tuple(uplines[i]), tuple(agency[i])) for i, m in found.items()}
+
+
+# -- Registration batches (service.membership): a few statements for any number --------
+
+_MEMBERS: Table = Member.__table__  # type: ignore[assignment]
+_UPLINES: Table = Upline.__table__  # type: ignore[assignment]
+_AGENCY: Table = AgencyLink.__table__  # type: ignore[assignment]
+_MEMBER_INSERT = (
+    "id", "jid", "rule_number", "role", "region_code", "referrer_id", "original_referrer_id",
+    "status", "name", "location", "created_at",
+)  # fmt: skip
+_UPLINE_INSERT = ("member_id", "level", "ancestor_id")
+_AGENCY_INSERT = ("member_id", "scope_level", "region_code", "agent_id")
+
+_BY_JIDS = select(*_MEMBER_COLS).where(Member.jid.in_(bindparam("jids", expanding=True)))
+_BY_IDS = select(*_MEMBER_COLS).where(Member.id.in_(bindparam("ids", expanding=True)))
+_ERASED_AMONG = (
+    select(Member.erased_hash)
+    .where(Member.erased_hash.in_(bindparam("hashes", expanding=True)))
+    .distinct()
+)
+_BOTS_AMONG = select(Bot.jid).where(Bot.jid.in_(bindparam("jids", expanding=True)))
+_UPLINES_OF = (
+    select(Upline.member_id, Upline.ancestor_id)
+    .where(Upline.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Upline.member_id, Upline.level)
+)
+# PostgreSQL only (SQLite has nothing to lock). Rows lock in ORDER BY order: the order
+# of the array.
+_ORDER = bindparam("order", type_=ARRAY(BigInteger))
+_LOCK_IN_ORDER = (
+    select(Member.id)
+    .where(Member.id == any_(_ORDER))
+    .order_by(func.array_position(_ORDER, Member.id))
+    .with_for_update(read=True)
+)
+
+
+async def by_jids(conn: AsyncConnection, jids: Collection[str]) -> dict[str, MemberRecord]:
+    """The members among these bare JIDs, by JID (one statement)."""
+    if not jids:
+        return {}
+    rows = await conn.execute(_BY_JIDS, {"jids": list(jids)})
+    return {m.jid: m for m in map(_record, rows)}
+
+
+async def by_ids(conn: AsyncConnection, ids: Collection[int]) -> dict[int, MemberRecord]:
+    """The members with these ids, by id (one statement)."""
+    if not ids:
+        return {}
+    rows = await conn.execute(_BY_IDS, {"ids": list(ids)})
+    return {m.id: m for m in map(_record, rows)}
+
+
+async def erased_among(conn: AsyncConnection, hashes: Collection[str]) -> set[str]:
+    """The keyed JID hashes (``Context.erased_hash``) that a deleted member once had."""
+    if not hashes:
+        return set()
+    found = (await conn.execute(_ERASED_AMONG, {"hashes": list(hashes)})).scalars()
+    return {h for h in found if h is not None}
+
+
+async def bots_among(conn: AsyncConnection, jids: Collection[str]) -> set[str]:
+    """The JIDs among these that are linked as a merchant's bot (never members)."""
+    if not jids:
+        return set()
+    return set((await conn.execute(_BOTS_AMONG, {"jids": list(jids)})).scalars())
+
+
+async def uplines_of(conn: AsyncConnection, ids: Collection[int]) -> dict[int, list[int]]:
+    """The stored upline of each of these members, nearest first ([] for a root)."""
+    out: dict[int, list[int]] = {i: [] for i in ids}
+    if out:
+        for member_id, ancestor_id in await conn.execute(_UPLINES_OF, {"ids": list(out)}):
+            out[member_id].append(ancestor_id)
+    return out
+
+
+async def lock_lines(
+    conn: AsyncConnection, referrers: Mapping[int, MemberRecord], lines: Mapping[int, list[int]]
+) -> dict[int, MemberRecord]:
+    """``repair.lock_line`` for several referrers at once: their stored uplines and then
+    themselves FOR SHARE, in one statement, and the referrers as they are under the locks.
+
+    ``lines`` is each referrer's stored upline as read before (nearest first). The rows
+    lock level by level from the farthest (every line's level 3, then 2, then 1, then
+    the referrers), the top-down order in which a repair locks a line, so a repair and a
+    registration under the same line queue instead of deadlocking. (Across two lines that
+    a concurrent repair both touches, PostgreSQL may still find a deadlock: the batch then
+    runs again, like any transaction that loses one.) Raises ``Retry`` when an upline
+    changed before it was locked: a repair committed meanwhile. On SQLite the transaction
+    holds the database's write lock already: nothing to lock, nothing can have changed.
+    """
+    if not takes_row_locks(conn) or not referrers:
+        return dict(referrers)
+    order: dict[int, None] = {}  # ordered and without repeats
+    for level in range(max(map(len, lines.values()), default=0), 0, -1):
+        for ref_id in sorted(lines):
+            if len(lines[ref_id]) >= level:
+                order.setdefault(lines[ref_id][level - 1])
+    for ref_id in sorted(referrers):
+        order.setdefault(ref_id)
+    await conn.execute(_LOCK_IN_ORDER, {"order": list(order)})
+    locked_refs = await by_ids(conn, list(referrers))
+    if await uplines_of(conn, list(referrers)) != {i: lines[i] for i in referrers}:
+        raise Retry()
+    return locked_refs
+
+
+async def take_rule_seqs(conn: AsyncConnection, region: str, letter: str, count: int) -> int:
+    """Take ``count`` sequence numbers of a region and role at once; returns the last one
+    (the numbers are the ``count`` up to it). Never handed out twice."""
+    stmt = per_dialect(conn, _take_rule_seqs)
+    params = {"p_region": region, "p_letter": letter, "p_count": count}
+    return int((await conn.execute(stmt, params)).scalar_one())
+
+
+def _take_rule_seqs(conn: AsyncConnection) -> Any:
+    ins = upsert(conn, RuleCounter).values(
+        region_code=bindparam("p_region"),
+        letter=bindparam("p_letter"),
+        last_seq=bindparam("p_count"),
+    )
+    return ins.on_conflict_do_update(
+        index_elements=[RuleCounter.region_code, RuleCounter.letter],
+        set_={"last_seq": RuleCounter.last_seq + ins.excluded.last_seq},
+    ).returning(RuleCounter.last_seq)
+
+
+async def new_member_ids(conn: AsyncConnection, count: int) -> list[int]:
+    """Ids for ``count`` members about to be inserted (see ``dialect.reserve_ids``)."""
+    return await reserve_ids(conn, _MEMBERS, count)
+
+
+async def insert_members(conn: AsyncConnection, new: Sequence[MemberRecord]) -> None:
+    """Insert new members as given (ids from ``new_member_ids``), in order: a member may
+    name one inserted before it as its referrer. Their binding at registration is their
+    referrer; they have no location."""
+    await bulk_insert(
+        conn,
+        _MEMBERS,
+        _MEMBER_INSERT,
+        [
+            (m.id, m.jid, m.rule_number, m.role, m.region_code, m.referrer_id, m.referrer_id,
+             m.status, m.name, None, m.created_at)
+            for m in new
+        ],
+    )  # fmt: skip
+
+
+async def insert_uplines(conn: AsyncConnection, rows: Sequence[tuple[int, int, int]]) -> None:
+    """Store new members' uplines: (member, level, ancestor) rows."""
+    await bulk_insert(conn, _UPLINES, _UPLINE_INSERT, rows)
+
+
+async def insert_agency_links(
+    conn: AsyncConnection, rows: Sequence[tuple[int, int, str, int | None]]
+) -> None:
+    """Store new members' agency chains: (member, scope level, region code, agent) rows."""
+    await bulk_insert(conn, _AGENCY, _AGENCY_INSERT, rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from sqlalchemy import (
     SmallInteger,
@@ -14,6 +14,7 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     update,
 )
@@ -24,6 +25,7 @@ from imserver.store.models import AgencyLink, Agent, Member, Region
 from imserver.store.records import RegionRecord
 
 MAX_SUCCESSOR_HOPS = 10
+MAX_LINE = 6  # a region and its ancestors: more means a cycle in the data
 
 
 # Built once (see store.prebuilt): a registration reads a region line on every call.
@@ -48,6 +50,56 @@ async def live(conn: AsyncConnection, code: str) -> RegionRecord | None:
     return region
 
 
+# Every region reachable from the given codes through successors and parents: what
+# ``live`` and ``line_of`` would read for each of them, in one statement for a whole
+# registration batch. UNION (not UNION ALL) ends the walk even on a cycle in the data.
+_ROW = (Region.code, Region.name, Region.level, Region.parent_code, Region.successor_code)
+_WALK = (
+    select(*_ROW)
+    .where(Region.code.in_(bindparam("codes", expanding=True)))
+    .cte("walk", recursive=True)
+)
+_NEXT = Region.__table__.alias("next_region")
+_WALK = _WALK.union(
+    select(*(_NEXT.c[c.key] for c in _ROW)).join(
+        _WALK, or_(_NEXT.c.code == _WALK.c.parent_code, _NEXT.c.code == _WALK.c.successor_code)
+    )
+)
+_REACHABLE = select(_WALK)
+
+
+async def reachable(conn: AsyncConnection, codes: Collection[str]) -> dict[str, RegionRecord]:
+    """These regions and every one reachable from them by successors and parents, by code:
+    enough for ``live_in`` and ``line_in`` of each code (one statement)."""
+    if not codes:
+        return {}
+    rows = await conn.execute(_REACHABLE, {"codes": sorted(codes)})
+    return {row[0]: RegionRecord(*row) for row in rows}
+
+
+def live_in(found: Mapping[str, RegionRecord], code: str) -> RegionRecord | None:
+    """``live``, over regions already read (``reachable``)."""
+    region = found.get(code)
+    hops = 0
+    while region is not None and region.successor_code and hops < MAX_SUCCESSOR_HOPS:
+        region = found.get(region.successor_code)
+        hops += 1
+    return region
+
+
+def line_in(found: Mapping[str, RegionRecord], region: RegionRecord) -> list[RegionRecord]:
+    """``line_of``, over regions already read (``reachable``)."""
+    out = [region]
+    current = region.parent_code
+    while current is not None and len(out) < MAX_LINE:
+        parent = found.get(current)
+        if parent is None:
+            break
+        out.append(parent)
+        current = parent.parent_code
+    return out
+
+
 async def line(conn: AsyncConnection, code: str) -> list[RegionRecord]:
     """The region and its ancestors, the region first."""
     region = await get(conn, code)
@@ -58,7 +110,7 @@ async def line_of(conn: AsyncConnection, region: RegionRecord) -> list[RegionRec
     """A region already read and its ancestors, the region first."""
     out = [region]
     current = region.parent_code
-    while current is not None and len(out) < 6:
+    while current is not None and len(out) < MAX_LINE:
         parent = await get(conn, current)
         if parent is None:
             break
