@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from imserver.devserver.prosody import PROSODY, free_port
+from imserver.devserver.prosody import free_port
 
 ROOT = Path(__file__).parents[1]
 SEED = int(os.environ.get("STOP_ANYTIME_SEED", str(time.time_ns() % 1_000_000)))
@@ -236,7 +236,7 @@ def test_stop_at_20_moments_of_startup(rig: Rig) -> None:
             while not _listening(rig.client_port):
                 assert time.monotonic() < deadline and run.proc.poll() is None, run.output()
                 time.sleep(0.002)
-            time.sleep(rig.rng.uniform(0, 0.8 * max(0.05, rig.t_ready - rig.t_listen)))
+            time.sleep(rig.rng.uniform(0, 0.5 * max(0.05, rig.t_ready - rig.t_listen)))
         listening, connected = _listening(rig.client_port), run.connected()
         run.signal(signum, group)
         phase = "connected" if connected else "prosody up" if listening else "before prosody"
@@ -296,36 +296,53 @@ def test_sigkill_of_the_parent_takes_prosody_along(rig: Rig) -> None:
     assert _check_stopped(rig, again, "after a SIGKILL", signal.SIGTERM, False) == "orderly"
 
 
-def test_stale_prosody_of_an_earlier_run_is_stopped_at_start(rig: Rig) -> None:
-    """A Prosody left running on our data dir by an earlier run (here started by hand,
-    with no parent to die with, as an older imserver left it) is stopped by the next run,
-    which then starts on the same ports."""
+# An imserver that takes no claim on the data dir and does not tie Prosody's life to its
+# own: what versions before issue 11 did.
+_OLD_IMSERVER = """
+import subprocess, sys, time
+subprocess.Popen(["prosody", "-F", "--config", sys.argv[1]], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(600)
+"""
+
+
+def test_prosody_of_a_live_imserver_is_kept_and_of_a_dead_one_stopped(rig: Rig) -> None:
+    """A Prosody on our data dir whose parent is a running imserver that holds no claim
+    (an older version) is left alone and the new run refused; once that imserver is
+    killed, its Prosody is stale, and the next run stops it and starts on the same ports."""
     config = rig.data_dir / "prosody.cfg.lua"
     assert config.exists()
-    stale = subprocess.Popen(
-        [PROSODY, "-F", "--config", str(config)],
-        env=rig.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    script = rig.base / "old" / "imserver"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(_OLD_IMSERVER)
+    old = subprocess.Popen(
+        [sys.executable, str(script), str(config)], env=rig.env, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 15
         while not (_listening(rig.client_port) and _listening(rig.component_port)):
-            assert stale.poll() is None and time.monotonic() < deadline
+            assert old.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
+        stale = int((rig.data_dir / "prosody.pid").read_text())
+        refused = rig.launch()
+        assert refused.wait(30) == 3, refused.output()
+        assert f"belongs to a running imserver (pid {old.pid})" in refused.output()
+        assert not _zombie(stale) and _listening(rig.client_port), "the live one was touched"
+        old.kill()  # SIGKILL: its Prosody lives on, orphaned
+        old.wait()
+        assert not _zombie(stale)
         run = rig.launch()
         rig.wait_connected(run)
-        assert stale.wait(5) is not None
-        assert f"stopping prosody pid {stale.pid} that an earlier run left behind" in run.output()
+        assert _zombie(stale), "the stale Prosody still runs"
+        assert f"stopping prosody pid {stale} that an earlier run left behind" in run.output()
         run.signal(signal.SIGTERM, group=True)
         assert _check_stopped(rig, run, "after a stale Prosody", signal.SIGTERM, False) == (
             "orderly"
         )
     finally:
-        if stale.poll() is None:
-            stale.kill()
-            stale.wait()
+        if old.poll() is None:
+            old.kill()
+            old.wait()
 
 
 def test_second_dev_is_refused_and_leaves_the_first_alone(rig: Rig) -> None:

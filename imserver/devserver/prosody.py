@@ -224,13 +224,21 @@ class ProsodyInstance:
 
         Only a process whose pid is in our pidfile *and* whose command line names our
         config file counts (a reused pid is left alone); call it holding the claim, so
-        that it cannot be a live owner's Prosody. Returns the pid it stopped, if any.
+        that it cannot be a live owner's Prosody. A Prosody whose parent is still a
+        running imserver (one that takes no claim: an older version) is not stale:
+        ``ProsodyBusy``. Returns the pid it stopped, if any.
         """
         pid = _read_pid(self.pid_path)
         if pid is None or (self.process is not None and pid == self.process.pid):
             return None
         if not _runs_config(pid, self.config_path):
             return None
+        parent = _parent(pid)
+        if parent is not None and parent != os.getpid() and _is_imserver(parent):
+            raise ProsodyBusy(
+                f"prosody pid {pid} of {self.data_dir} belongs to a running imserver "
+                f"(pid {parent}); stop that one first (kill -TERM {parent})"
+            )
         log.warning("stopping prosody pid %d that an earlier run left behind", pid)
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
             with contextlib.suppress(ProcessLookupError):
@@ -336,6 +344,23 @@ def _runs_config(pid: int, config_path: Path) -> bool:
         return False
     args = [a.decode(errors="replace") for a in argv if a]
     return any("prosody" in Path(a).name for a in args[:2]) and str(config_path) in args
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_imserver(pid: int) -> bool:
+    """Whether ``pid`` runs the imserver command (its script, or ``-m imserver.cli``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    args = [a.decode(errors="replace") for a in argv if a]
+    return any(Path(a).name == "imserver" or a == "imserver.cli" for a in args[:3])
 
 
 def _alive(pid: int) -> bool:
