@@ -391,3 +391,47 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
     except OSError:
         return True
+
+
+_HANGING_STOP = """
+import logging, sys, time
+from pathlib import Path
+from imserver.devserver.stopping import Stopper
+logging.basicConfig(level=logging.INFO)
+stopper = Stopper(grace=float(sys.argv[1]))
+stopper.install()
+stopper.on_emergency(lambda: Path(sys.argv[2]).write_text("killed what was left"))
+stopper.on_stop(lambda: print("stop asked", flush=True))
+print("ready", flush=True)
+time.sleep(60)  # an orderly stop that never ends
+"""
+
+
+def test_a_stop_that_hangs_is_ended_after_the_grace_period(tmp_path: Path) -> None:
+    """The last resort: the emergency steps run (in `imserver dev`: SIGKILL Prosody) and
+    the process exits 1 once the grace period is over; a second signal changes nothing."""
+    marker = tmp_path / "emergency"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HANGING_STOP, "1.0", str(marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    seen: list[str] = []
+    while "stop asked" not in seen:
+        line = proc.stdout.readline()
+        assert line, seen
+        seen.append(line.strip())
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(30)
+    took = time.monotonic() - began
+    out = "\n".join(seen) + "\n" + proc.stdout.read()
+    assert rc == 1, out
+    assert 1.0 <= took < 10, took
+    assert marker.read_text() == "killed what was left"
+    assert "SIGINT: already stopping" in out and "did not finish within 1s" in out, out

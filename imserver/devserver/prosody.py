@@ -206,11 +206,12 @@ class ProsodyInstance:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop Prosody (SIGTERM, then SIGKILL), wait for it and give up ownership."""
-        proc, self.process = self.process, None
+        proc = self.process  # kept in self.process meanwhile: ``kill`` may need it
         try:
             if proc is not None:
                 terminate(proc, timeout)
         finally:
+            self.process = None
             self.release()
 
     def kill(self) -> None:
