@@ -84,6 +84,7 @@ class Rig:
     runs: int = 0
     t_listen: float = 0.0  # launch -> client port accepts, on a migrated database
     t_ready: float = 0.0  # launch -> component connected
+    t_stop: float = 0.0  # signal -> exit, while serving
 
     @property
     def data_dir(self) -> Path:
@@ -203,7 +204,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     rig.t_listen = time.monotonic() - run.began
     rig.wait_connected(run)
     rig.t_ready = time.monotonic() - run.began
+    signalled = time.monotonic()
     run.signal(signal.SIGINT, group=True)
+    run.wait()
+    rig.t_stop = time.monotonic() - signalled
     assert _check_stopped(rig, run, "calibration", signal.SIGINT, False) == "orderly"
     try:
         yield rig
@@ -258,6 +262,7 @@ def test_stop_at_5_moments_of_running_and_of_shutdown(rig: Rig) -> None:
     """Five stops while serving; three of them get a second signal during the shut-down
     that the first began (an impatient operator, a supervisor that repeats itself)."""
     twice = rig.rng.sample(range(5), 3)
+    sent = seen = 0
     for i in range(5):
         via_make = i == 4
         run = rig.launch(via_make)
@@ -267,17 +272,31 @@ def test_stop_at_5_moments_of_running_and_of_shutdown(rig: Rig) -> None:
         run.signal(first, group=True)
         what = f"running moment {i} ({signal.Signals(first).name}"
         if i in twice:
-            time.sleep(rig.rng.uniform(0, 0.3))
+            # Once the run says it is stopping, within its orderly stop (some 20 ms) or the
+            # interpreter's exit after it (a tenth of a second or two).
+            deadline = time.monotonic() + 10
+            while "stopping" not in run.output() and run.proc.poll() is None:
+                assert time.monotonic() < deadline, run.output()
+                time.sleep(0.001)
+            time.sleep(rig.rng.uniform(0, 0.03))
             second = rig.rng.choice([signal.SIGTERM, signal.SIGINT])
             # The run may have finished already: then there is nobody left to signal.
             if run.proc.poll() is None:
                 run.signal(second, group=rig.rng.random() < 0.5)
+                sent += 1
                 what += f", then {signal.Signals(second).name} while stopping"
         what += ", make run)" if via_make else ")"
         ending = _check_stopped(rig, run, what, first, via_make)
         assert ending.startswith("orderly"), what
+        # Logged when the second came during the orderly stop, not in the exit after it.
+        seen += "already stopping" in run.output()
         if not via_make:
             assert f"stopped on {signal.Signals(first).name}" in run.output(), what
+    print(
+        f"seed {SEED}: a stop takes {rig.t_stop:.2f}s from signal to exit; {sent} of 3 "
+        f"second signals sent before the exit, {seen} of them during the orderly stop"
+    )
+    assert sent >= 2, f"seed {SEED}: {sent} second signals reached a run that was stopping"
 
 
 def test_sigkill_of_the_parent_takes_prosody_along(rig: Rig) -> None:
