@@ -1,89 +1,43 @@
-"""The component: wiring of slixmpp to the services. Translates, never decides."""
+"""The component: wiring of slixmpp to the services. Translates, never decides.
+
+It owns the request path (:mod:`.pipeline`), the route table (:mod:`.routing`) that the
+feature modules fill, the two command front-ends (:mod:`.commands`) and the outbox
+sender (:mod:`.notify`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
-from slixmpp import ComponentXMPP
+from slixmpp import ComponentXMPP, Iq
 from slixmpp.exceptions import XMPPError
+from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
-from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from imserver.config import Config
-from imserver.domain.jids import InvalidJid, normalize_jid
-from imserver.service.errors import ServiceError
 from imserver.service.limits import build_limiter
 from imserver.service.registry import Services
 from imserver.xmpp import commands
 from imserver.xmpp.compat import slixmpp as slixmpp_compat
 from imserver.xmpp.hardening import HardenedStream, StreamLimits, check_startup
 from imserver.xmpp.notify import Notifier
+from imserver.xmpp.pipeline import Pipeline
 from imserver.xmpp.requests import membership, payments, repair
+from imserver.xmpp.routing import Route, Router, UnknownRequest, answered
 from plugins.distribution import NS
 from plugins.distribution import enable as enable_distribution
 
 log = logging.getLogger(__name__)
 
-# Payloads the component answers; any other IQ get/set gets service-unavailable.
-KNOWN_PAYLOADS = {
-    ("http://jabber.org/protocol/disco#info", "query"),
-    ("http://jabber.org/protocol/disco#items", "query"),
-    ("http://jabber.org/protocol/commands", "command"),
-    ("urn:xmpp:ping", "ping"),
-}
-
-# (request IQ, normalised bare JID of the sender)
+# A handler of Component.route: (request IQ, normalised bare JID of the sender); it sends
+# its own answer. Routes declared as data (routing.Route) are the way for new requests.
 Handler = Callable[[Any, str], Awaitable[None]]
 
-
-class UnknownRequest(MatcherBase):
-    """Matches IQ requests whose payload no handler knows (or that carry no payload)."""
-
-    def __init__(self, known: set[tuple[str, str]]) -> None:
-        super().__init__(None)
-        self.known = known
-
-    def match(self, stanza: Any) -> bool:
-        if stanza.name != "iq" or stanza["type"] not in ("get", "set"):
-            return False
-        children = list(stanza.xml)
-        if len(children) != 1:
-            return True
-        tag: str = children[0].tag
-        ns, _, name = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
-        return (ns, name) not in self.known
-
-
-class RoutedRequest(MatcherBase):
-    """Matches IQ requests with exactly one payload of ours that has a route.
-
-    One matcher and one dict look-up for every route: slixmpp tries each registered
-    handler's matcher on every stanza, and twenty StanzaPath matchers cost a tenth of
-    the component's CPU under a payment load (py-spy).
-    """
-
-    def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
-        super().__init__(None)
-        self.routes = routes
-
-    def match(self, stanza: Any) -> bool:
-        return self.route_of(stanza) is not None
-
-    def route_of(self, stanza: Any) -> Handler | None:
-        """The handler of a request, or None when it is not one of our routes."""
-        xml = stanza.xml
-        if len(xml) != 1 or stanza.name != "iq":
-            return None
-        tag: str = xml[0].tag
-        if not tag.startswith(_NS_PREFIX):
-            return None
-        return self.routes.get((xml.get("type", ""), tag[len(_NS_PREFIX) :]))
-
-
-_NS_PREFIX = f"{{{NS}}}"
+# The feature modules that declare their IQ routes as data (a ROUTES list each).
+ROUTE_MODULES = (repair, payments)
 
 
 class Component(HardenedStream, ComponentXMPP):
@@ -99,96 +53,54 @@ class Component(HardenedStream, ComponentXMPP):
         self.stream_limits = StreamLimits(
             config.limits.max_stanza_bytes, config.limits.max_stanza_depth
         )
-        # One rate limit for every request and chat message of a sender (service/limits.py).
-        self.limiter = build_limiter(services.ctx)
         self.config = config
         self.services = services
         self.stopping = False
         self.connected_event = asyncio.Event()
         self._reconnect_delay = 0.0
+        # One rate limit for every request and chat message of a sender (service/limits.py),
+        # applied by the one request path that IQs, ad-hoc and chat commands all take.
+        self.limiter = build_limiter(services.ctx)
+        self.pipeline = Pipeline(services, self.limiter, self)
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
         self.dist = enable_distribution(self)
         disco = self.plugin["xep_0030"]
         disco.add_identity(category="component", itype="generic", name="imserver distribution")
         disco.add_feature(NS)
-        self._known = set(KNOWN_PAYLOADS)
-        self._routes: dict[tuple[str, str], Handler] = {}
+        self.router = Router()
+        self._known = self.router.known  # what the unknown-request matcher lets through
+        membership.install(self)  # still through route(), until it declares ROUTES
+        for module in ROUTE_MODULES:
+            self.router.add(*module.ROUTES)
         # The outbox sender: woken by every commit that writes notifications
         # (Context.outbox_listeners) and by every reconnect.
         self.notifier = Notifier(self)
-        for module in (membership, repair, payments, commands):
-            module.install(self)
-        self._routed = RoutedRequest(self._routes)
-        self.register_handler(CoroutineCallback("our requests", self._routed, self._dispatch))
+        commands.install(self)
+        self.register_handler(
+            CoroutineCallback("our requests", self.router, self.pipeline.iq_handler(self.router))
+        )
         self.register_handler(
             CoroutineCallback("unknown request", UnknownRequest(self._known), self._unknown)
         )
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("disconnected", self._on_disconnected)
 
-    # -- wiring ---------------------------------------------------------------
+    # -- wiring ---------------------------------------------------------------------------
 
-    def route(self, itype: str, payload: str, handler: Handler) -> None:
-        """Route IQs of ``itype`` carrying our ``payload`` to ``handler`` (the request
-        pipeline below: sender, rate limit, error mapping)."""
-        self._known.add((NS, payload))
-        self._routes[(itype, payload)] = handler
+    def route(self, itype: Literal["get", "set"], payload: str, handler: Handler) -> None:
+        """Route IQs of ``itype`` carrying our ``payload`` to ``handler``, which answers.
 
-    async def _dispatch(self, iq: Any) -> None:
-        handler = self._routed.route_of(iq)
-        if handler is None:
-            return  # matched, then changed: cannot happen, but never answer twice
-        try:
-            sender = normalize_jid(iq["from"].bare)
-        except InvalidJid:
-            raise XMPPError("bad-request", text="the sender's JID does not parse") from None
-        try:
-            await self.limiter.require(sender)
+        The shape of requests/membership.py's ``install``; a new request declares a
+        :class:`~imserver.xmpp.routing.Route` in its module's ``ROUTES`` instead.
+        """
+
+        async def call(_services: Services, iq: Iq, sender: str) -> None:
             await handler(iq, sender)
-        except ServiceError as exc:
-            raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
-        except XMPPError:
-            raise
-        except Exception:
-            log.exception("internal error on %s from %s", iq.xml[0].tag, sender)
-            raise XMPPError(
-                "internal-server-error", text="the request failed; nothing was changed"
-            ) from None
 
-    async def admit(self, iq: Any) -> None:
-        """Rate-limit an IQ request that does not come through ``route`` (ad-hoc commands).
+        self.router.add(Route(itype, payload, call, answered))
 
-        Raises the stanza error: ``resource-constraint`` (type wait) over the limit,
-        ``bad-request`` for a sender JID that does not parse.
-        """
-        try:
-            sender = normalize_jid(iq["from"].bare)
-        except InvalidJid:
-            raise XMPPError("bad-request", text="the sender's JID does not parse") from None
-        try:
-            await self.limiter.require(sender)
-        except ServiceError as exc:
-            raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
-
-    async def admit_message(self, msg: Any, sender: str) -> bool:
-        """Rate-limit a chat message: False when the sender is over its limit.
-
-        The first refused message of a run gets a ``resource-constraint`` error back; later
-        ones are dropped silently, so that a flood is not answered by a flood.
-        """
-        if await self.limiter.admit(sender):
-            return True
-        if self.limiter.first_refusal(sender) and msg["type"] != "error":
-            reply = msg.reply(clear=True)
-            reply["type"] = "error"
-            reply["error"]["type"] = "wait"
-            reply["error"]["condition"] = "resource-constraint"
-            reply["error"]["text"] = "too many messages: wait a moment before sending more"
-            reply.send()
-        return False
-
-    async def _unknown(self, iq: Any) -> None:
+    async def _unknown(self, iq: StanzaBase) -> None:
         if len(iq.xml) != 1:
             raise XMPPError("bad-request", text="an IQ request carries exactly one payload")
         raise XMPPError("service-unavailable", text="unknown request")

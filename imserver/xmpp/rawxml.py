@@ -11,7 +11,9 @@ the same stanza (tests compare the parsed answers), in the stream's default name
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+
+from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.xmlstream import XMLStream
 
 _ATTR = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"})
 _TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
@@ -36,7 +38,7 @@ def element(tag: str, pairs: Iterable[tuple[str, object]], children: str = "") -
     return f"<{tag}{attrs(pairs)}/>"
 
 
-def send_result(stream: Any, iq: Any, payload: str) -> None:
+def send_result(stream: XMLStream, iq: StanzaBase, payload: str) -> None:
     """Answer an IQ request with ``payload`` (serialised XML), as ``iq.reply()`` would."""
     head = attrs((("type", "result"), ("id", iq["id"]), ("to", iq["from"]), ("from", iq["to"])))
     stream.send(f"<iq{head}>{payload}</iq>")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from slixmpp import Iq
 from slixmpp.exceptions import XMPPError
 from slixmpp.plugins.xep_0004 import Form as XForm
 from slixmpp.plugins.xep_0030.stanza.items import DiscoItems
@@ -33,6 +34,7 @@ from imserver.xmpp.commands.base import (
 )
 from imserver.xmpp.commands.registry import CommandSet
 from imserver.xmpp.compat import slixmpp as slixmpp_compat
+from imserver.xmpp.pipeline import sender_of
 
 if TYPE_CHECKING:
     from imserver.xmpp.component import Component
@@ -216,13 +218,32 @@ class AdHoc:
             handler=self._starter(command),
         )
 
-    async def _guarded(self, iq: Any) -> None:
-        await self.component.admit(iq)  # the per-sender rate limit of every request
+    async def _guarded(self, iq: Iq) -> None:
+        """Every ad-hoc request takes the guarded path, then slixmpp's XEP-0050 handling.
+
+        Starting a command checks its capabilities first (before a form is shown);
+        continuing a session is only for the JID that started it (slixmpp does not check).
+        """
         sessionid = iq["command"]["sessionid"]
         session = self.store.get(sessionid) if sessionid else None
-        if session is not None and session["from"] != iq["from"]:
-            raise XMPPError("item-not-found", text="no such session")
-        await self._handle_command(iq)
+        node = session["node"] if session is not None else iq["command"]["node"]
+        command = self.commands.by_node.get(node)
+        # slixmpp looks commands up by (to, node): one sent elsewhere is item-not-found.
+        if iq["to"].full != self.component.boundjid.full:
+            command = None
+        capabilities = command.capabilities if command and session is None else frozenset()
+
+        async def continue_(_sender: str) -> None:
+            current = self.store.get(sessionid) if sessionid else None
+            if current is not None and current["from"] != iq["from"]:
+                raise XMPPError("item-not-found", text="no such session")
+            await self._handle_command(iq)
+
+        # Operations are the offered nodes only: the counters must stay bounded.
+        operation = f"adhoc {command.node}" if command else "adhoc ?"
+        await self.component.pipeline.run(
+            operation, iq, continue_, capabilities=capabilities, what="command"
+        )
 
     async def _list(self, jid: Any, node: Any, ifrom: Any, args: Any) -> DiscoItems:
         """disco#items on the commands node: only what the asking JID may run."""
@@ -236,16 +257,11 @@ class AdHoc:
             items.add_item(self.component.boundjid, command.node, command.name)
         return items
 
-    def _starter(self, command: Command) -> Callable[[Any, Session], Awaitable[Session]]:
-        async def start(iq: Any, session: Session) -> Session:
-            try:
-                actor = normalize_jid(iq["from"].bare)
-            except InvalidJid:
-                raise XMPPError("bad-request", text="the sender's JID does not parse") from None
+    def _starter(self, command: Command) -> Callable[[Iq, Session], Awaitable[Session]]:
+        async def start(iq: Iq, session: Session) -> Session:
+            actor = sender_of(iq)  # parsed already by the pipeline: it cannot fail here
 
             async def step() -> Session:
-                if command.capabilities:
-                    await self.services.queries.require_any(actor, command.capabilities)
                 if not command.fields or not command.adhoc_form:
                     return await self._show(session, await command.run(actor, {}))
                 session["payload"] = render_form(command.form())
@@ -253,7 +269,7 @@ class AdHoc:
                 session["has_next"] = command.confirms
                 return session
 
-            return await self._guard(session, step)
+            return await self._freeing(session, step)
 
         return start
 
@@ -265,26 +281,17 @@ class AdHoc:
                 args = form_args(payload, command.fields)
                 return await self._show(session, await command.run(actor, args))
 
-            return await self._guard(session, step)
+            return await self._freeing(session, step)
 
         return submit
 
-    async def _guard(self, session: Session, step: Callable[[], Awaitable[Session]]) -> Session:
-        """Run a step; on failure free the session and answer a stanza error."""
+    async def _freeing(self, session: Session, step: Callable[[], Awaitable[Session]]) -> Session:
+        """Run a step; on failure free its session (the pipeline answers the error)."""
         try:
             return await step()
-        except ServiceError as exc:
-            self.store.pop(session["id"], None)
-            raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
-        except XMPPError:
-            self.store.pop(session["id"], None)
-            raise
         except Exception:
             self.store.pop(session["id"], None)
-            log.exception("ad-hoc command %s failed", session.get("node"))
-            raise XMPPError(
-                "internal-server-error", text="the command failed; nothing was changed"
-            ) from None
+            raise
 
     async def _show(self, session: Session, result: Result) -> Session:
         """Put a result into the session: a confirmation step, or the final answer."""
@@ -310,6 +317,6 @@ class AdHoc:
                     return await self._show(session, Text("Cancelled: nothing was changed."))
                 return await self._show(session, await confirmation.proceed())
 
-            return await self._guard(session, step)
+            return await self._freeing(session, step)
 
         return confirm

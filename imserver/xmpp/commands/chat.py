@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imserver.domain.jids import InvalidJid, normalize_jid
+from slixmpp import Message
+from slixmpp.exceptions import XMPPError
+
 from imserver.service.errors import ServiceError
 from imserver.xmpp.commands.base import (
     Args,
@@ -25,6 +27,7 @@ from imserver.xmpp.commands.base import (
     cell_text,
 )
 from imserver.xmpp.commands.registry import CommandSet
+from imserver.xmpp.pipeline import Refused
 from plugins.distribution import NS
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHAT = "chat"  # the operation of a text message, in the pipeline's log and counters
 MAX_BODY = 2000  # characters of a command worth parsing
 MAX_ROWS = 30  # table rows in one chat answer
 CONFIRM_TTL = 120.0  # seconds a question waits for "yes"
@@ -151,7 +155,7 @@ class Chat:
         self.pending: dict[str, Pending] = {}
         component.add_event_handler("message", self._on_message)
 
-    def _wanted(self, msg: Any) -> bool:
+    def _wanted(self, msg: Message) -> bool:
         if msg["type"] not in ("chat", "normal"):
             return False
         me = self.component.boundjid
@@ -165,25 +169,37 @@ class Chat:
             return False
         return bool(msg["body"].strip())
 
-    async def _on_message(self, msg: Any) -> None:
+    async def _on_message(self, msg: Message) -> None:
         if not self._wanted(msg):
-            return
-        try:
-            actor = normalize_jid(msg["from"].bare)
-        except InvalidJid:
-            return
-        # The same per-sender rate limit as IQ requests (the component decides the answer).
-        if not await self.component.admit_message(msg, actor):
             return
         body = msg["body"].strip()
         try:
-            answer = await self.answer(actor, body)
-        except Exception:
-            log.exception("chat command from %s failed", actor)
+            answer = await self.component.pipeline.run(
+                CHAT, msg, lambda actor: self.answer(actor, body), what="command"
+            )
+        except Refused as refused:
+            self._refused(msg, refused)
+            return
+        except XMPPError:
+            # Logged by the pipeline; a person gets a sentence, not a stanza error.
             answer = "Something went wrong; nothing was changed. Please try again."
         self.component.make_message(
             mto=msg["from"], mfrom=self.component.boundjid, mbody=answer, mtype="chat"
         ).send()
+
+    def _refused(self, msg: Message, refused: Refused) -> None:
+        """A sender JID that does not parse is ignored; over the rate limit, the first
+        refused message of a run gets a ``resource-constraint`` error back and later ones
+        are dropped silently, so that a flood is not answered by a flood."""
+        if refused.condition != "resource-constraint":
+            return
+        if self.component.limiter.first_refusal(refused.sender) and msg["type"] != "error":
+            reply = msg.reply(clear=True)
+            reply["type"] = "error"
+            reply["error"]["type"] = "wait"
+            reply["error"]["condition"] = "resource-constraint"
+            reply["error"]["text"] = "too many messages: wait a moment before sending more"
+            reply.send()
 
     async def answer(self, actor: str, body: str) -> str:
         """The reply to one text from ``actor``."""

@@ -68,7 +68,7 @@ def check() -> None:
     verify(PIN, PRIVATE)
 
 
-def spawn_stanza(stream: Any, xml: ET.Element) -> None:
+def spawn_stanza(stream: XMLStream, xml: ET.Element) -> None:
     """Turn a parsed stanza into slixmpp's stanza object and run its handlers."""
     stream._spawn_event(xml)
 

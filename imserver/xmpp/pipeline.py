@@ -1,0 +1,176 @@
+"""One guarded path for every request: IQ routes, ad-hoc commands and chat commands.
+
+Each request takes the same steps, in this order:
+
+1. the sender: the bare JID of ``from``, normalised (:mod:`imserver.domain.jids`); one
+   that does not parse is refused with ``bad-request``;
+2. the sender's rate limit (:mod:`imserver.service.limits`), one bucket per sender for
+   every kind of request: ``resource-constraint`` (type wait) over it;
+3. the authorisation hook, where the route or command declares capabilities: the sender
+   must have one of them (the use case checks its own again inside its transaction;
+   this one refuses before any work, e.g. before an ad-hoc form is shown);
+4. the work: the service call and the answer;
+5. the outcome: a :class:`ServiceError` becomes the stanza error of its condition;
+   anything unexpected is logged and answered ``internal-server-error`` with "nothing
+   was changed" (the use case's transaction was rolled back);
+6. one DEBUG log line per request (operation, sender, outcome, duration) and, in memory,
+   a count and a total duration per (operation, outcome): :attr:`Pipeline.stats`.
+
+Steps 1 and 2 refuse with :class:`Refused`, so that a front-end that answers in its own
+words (chat) can tell them from the work's failures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TYPE_CHECKING, Final, TypeVar, cast
+
+from slixmpp import Iq
+from slixmpp.exceptions import XMPPError
+from slixmpp.jid import InvalidJID
+from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.xmlstream import XMLStream
+
+from imserver.domain.jids import InvalidJid, normalize_jid
+from imserver.service.authz import Capability
+from imserver.service.errors import Condition, ErrorType, ServiceError
+from imserver.xmpp.rawxml import send_result
+
+if TYPE_CHECKING:
+    from imserver.service.limits import SenderLimiter
+    from imserver.service.registry import Services
+    from imserver.xmpp.routing import Router
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+OK = "ok"
+INTERNAL: Final = "internal-server-error"
+ABORTED = "aborted"
+NO_CAPABILITIES: frozenset[Capability] = frozenset()
+
+
+class Refused(XMPPError):
+    """A request refused before any work: its sender does not parse or is over its limit.
+
+    ``sender`` is the normalised bare JID, or "" when it does not parse.
+    """
+
+    def __init__(self, condition: Condition, text: str, etype: ErrorType, sender: str = "") -> None:
+        super().__init__(condition, text=text, etype=etype)
+        self.sender = sender
+
+
+def sender_of(stanza: StanzaBase) -> str:
+    """The normalised bare JID of a stanza's sender, or :class:`Refused` (bad-request)."""
+    try:
+        return normalize_jid(stanza["from"].bare)
+    except (InvalidJid, InvalidJID):
+        raise Refused("bad-request", "the sender's JID does not parse", "cancel") from None
+
+
+@dataclass(slots=True)
+class OperationStats:
+    """How often an operation ended with one outcome, and the time it took in all."""
+
+    count: int = 0
+    seconds: float = 0.0
+
+
+class Pipeline:
+    """The guarded path of one component (it holds the limiter and the counters)."""
+
+    def __init__(self, services: Services, limiter: SenderLimiter, stream: XMLStream) -> None:
+        self.services = services
+        self.limiter = limiter
+        self.stream = stream  # where raw answers are written (the component)
+        # (operation, outcome) -> stats. Operations come from declared routes and
+        # commands, outcomes from stanza-error conditions: both bounded sets.
+        self.stats: dict[tuple[str, str], OperationStats] = {}
+
+    async def run(
+        self,
+        operation: str,
+        stanza: StanzaBase,
+        work: Callable[[str], Awaitable[T]],
+        *,
+        capabilities: frozenset[Capability] = NO_CAPABILITIES,
+        what: str = "request",
+    ) -> T:
+        """Run ``work(sender)`` guarded; every failure comes out as an XMPPError.
+
+        ``what`` names the request in the internal-error text ("the request failed").
+        """
+        started = perf_counter()
+        sender = ""
+        outcome = OK
+        try:
+            sender = sender_of(stanza)
+            try:
+                await self.limiter.require(sender)
+            except ServiceError as exc:
+                raise Refused(exc.condition, exc.text, exc.etype, sender) from None
+            if capabilities:
+                await self.services.queries.require_any(sender, capabilities)
+            return await work(sender)
+        except ServiceError as exc:
+            outcome = exc.condition
+            raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
+        except XMPPError as exc:
+            outcome = exc.condition
+            raise
+        except Exception:
+            outcome = INTERNAL
+            log.exception("%s from %s failed", operation, sender or "?")
+            raise XMPPError(INTERNAL, text=f"the {what} failed; nothing was changed") from None
+        except BaseException:
+            outcome = ABORTED  # cancelled (the component stopping): no answer
+            raise
+        finally:
+            self._record(operation, sender, outcome, started)
+
+    def _record(self, operation: str, sender: str, outcome: str, started: float) -> None:
+        elapsed = perf_counter() - started
+        stats = self.stats.get((operation, outcome))
+        if stats is None:
+            stats = self.stats[(operation, outcome)] = OperationStats()
+        stats.count += 1
+        stats.seconds += elapsed
+        if log.isEnabledFor(logging.DEBUG):
+            fields = {"op": operation, "sender": sender, "outcome": outcome, "ms": elapsed * 1e3}
+            log.debug(
+                "request op=%r sender=%r outcome=%s ms=%.3f",
+                operation, sender, outcome, elapsed * 1e3, extra=fields,
+            )  # fmt: skip
+
+    # -- IQ routes ------------------------------------------------------------------------
+
+    def iq_handler(self, router: Router) -> Callable[[StanzaBase], Awaitable[None]]:
+        """The slixmpp handler of every routed IQ request (matched by ``router``)."""
+        services = self.services
+
+        async def handle(stanza: StanzaBase) -> None:
+            iq = cast(Iq, stanza)  # the router matches IQs only
+            route = router.route_of(iq)
+            if route is None:
+                return  # matched, then changed: cannot happen, but never answer twice
+
+            async def answer(sender: str) -> None:
+                view = await route.call(services, iq, sender)
+                self.send(iq, route.answer(iq, view))
+
+            await self.run(route.name, iq, answer, capabilities=route.capabilities)
+
+        return handle
+
+    def send(self, iq: Iq, answer: Iq | str | None) -> None:
+        """Send what a route's answer builder returned."""
+        if answer is None:
+            return
+        if isinstance(answer, str):
+            send_result(self.stream, iq, answer)
+        else:
+            answer.send()
