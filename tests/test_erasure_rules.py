@@ -2,13 +2,17 @@
 hold a JID or a person's words (``models.erased``).
 
 The first tests need no database: they read the schema. The last one writes a deleted
-member's JID into every declared column of a real database (both backends), erases the
-member, and then finds the JID in no text column of any table.
+member's JID into every declared column of a database of its own (both backends: the
+filler rows it writes would break the shared test service), erases the member, and then
+finds the JID in no text column of any table.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,11 +29,21 @@ from sqlalchemy import (
     select,
 )
 
+from imserver.config import load_config
+from imserver.geo.regions import load_regions_csv
+from imserver.service.context import Context
 from imserver.service.membership import Location
+from imserver.service.policies import seed_policy
+from imserver.service.regions import load_regions
+from imserver.service.registry import Services
 from imserver.store import members
+from imserver.store.db import Database
+from imserver.store.migrate import upgrade
 from imserver.store.models import ERASURE, ERASURE_RULES, Base, Member, erased
 from imserver.store.repair import erase, erasure_columns
-from tests.conftest import Service
+from tests.conftest import BACKENDS, _drop_pg_database, _fresh_pg_database
+
+ADMIN = "admin@localhost"
 
 # Names that say "a JID" whatever their length.
 JID_NAMES = {"jid", "recipient", "actor", "target", "owner_jid"}
@@ -100,14 +114,34 @@ def _filler(column: Column[Any], member_id: int, now: datetime) -> Any:
     return 7
 
 
-async def test_erase_leaves_the_jid_in_no_text_column(service: Service) -> None:
-    svc = service.app.services
-    admin = service.config.admins[0]
-    merchant = service.new_jid("erasure-shop")
+@pytest.fixture(params=BACKENDS)
+async def own_services(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Services]:
+    """Services on a fresh, migrated database of this test's own, with regions and policy."""
+    pg_name = None
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'erasure.sqlite3'}"
+    else:
+        pg_name, url = await _fresh_pg_database()
+    await asyncio.to_thread(upgrade, url)
+    config = load_config(None, env={"IMSERVER_DATABASE__URL": url})
+    ctx = Context(Database(url), config)
+    services = Services.build(ctx)
+    await load_regions(ctx, load_regions_csv())
+    await seed_policy(ctx)
+    yield services
+    await services.close()
+    await ctx.db.dispose()
+    if pg_name:
+        await _drop_pg_database(pg_name)
+
+
+async def test_erase_leaves_the_jid_in_no_text_column(own_services: Services) -> None:
+    svc = own_services
+    merchant = "erasure-shop@localhost"
     await svc.membership.add_merchant(
-        admin, merchant, "Erasure Shop", None, Location(region="440305")
+        ADMIN, merchant, "Erasure Shop", None, Location(region="440305")
     )
-    jid = service.new_jid("erasure-victim")
+    jid = "erasure-victim@localhost"
     await svc.membership.register(jid, merchant)
     now = datetime.now(UTC)
     value = {

@@ -107,3 +107,5 @@ class Notice:
     recipient: str
     body: str
     earnings: list[dict[str, str]] = field(default_factory=list)
+    # The message's id: the lowest outbox row id it was first sent with (kept on repeats).
+    message_id: int = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from imserver.domain.notices import notification_body
@@ -16,9 +16,6 @@ from imserver.store.db import Conn
 PAGE = 500  # rows claimed per transaction (short: the payment writer waits for the lock)
 ROUND = 50_000  # rows claimed per sending round at most; more waits for the next round
 MAX_PER_MESSAGE = 100  # earnings listed in one message (about 30 KB: far under stanza caps)
-# Earnings written into messages between two yields to the event loop: a round of tens of
-# thousands of earnings must not hold up the payments answered meanwhile (their p99).
-SLICE = 500
 
 
 class Outbox:
@@ -26,82 +23,105 @@ class Outbox:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # Where the last round stopped: the next one goes on from there, so that under a
+        # backlog longer than a round no recipient waits for those before it forever.
+        self._cursor: outbox.Cursor | None = None
 
     def round(self, limit: int = ROUND) -> Round:
         """A sending round: everything a member earned since the last round goes out as
         one message (one per ``MAX_PER_MESSAGE`` earnings). The sender runs a round at
         most once per window, which is the digest."""
-        return Round(self.ctx, limit)
+        return Round(self, limit)
+
+    async def confirm(self, ids: Sequence[int]) -> None:
+        """The server took the messages of these notifications: they are sent."""
+        for i in range(0, len(ids), PAGE):
+            chunk = ids[i : i + PAGE]
+            await self.ctx.db.transaction(partial(_confirm, chunk, self.ctx.clock()))
 
     async def give_back(self, ids: Sequence[int]) -> None:
-        """Unclaim notifications that were never written to the link."""
-
-        async def use_case(conn: Conn) -> None:
-            await outbox.unclaim(conn, ids)
-
-        await self.ctx.db.transaction(use_case)
+        """Unclaim notifications that were not confirmed: they go out again, in the same
+        messages (same ids), to whichever sender claims them next."""
+        for i in range(0, len(ids), PAGE):
+            chunk = ids[i : i + PAGE]
+            await self.ctx.db.transaction(partial(_unclaim, chunk))
 
     async def unsent(self) -> int:
-        """How many notifications are waiting."""
+        """How many notifications are waiting (or sent and not yet confirmed)."""
         return await self.ctx.db.transaction(outbox.unsent_count)
 
 
 class Round:
-    """One round of notifications, claimed page by page (each page marked sent as it is
-    claimed) and handed out as messages as soon as they are complete.
+    """One round of notifications, claimed a page at a time (a recipient's rows always
+    in one page) and handed out page by page as messages.
 
-    A recipient's message is complete at ``MAX_PER_MESSAGE`` earnings or at the end of
-    the round, so a round holds only the JSON text of the earnings of recipients whose
-    message is not full yet, never the whole round as objects (it can be 50,000
-    earnings: the component's memory), and the sender never blocks the event loop for
-    more than a slice of them.
+    A claim lapses after ``LEASE``: if the process dies before the server confirmed a
+    round, any sender takes those rows again after the lease and sends them in the same
+    messages (at least once; the message id lets a client drop the repeat).
     """
 
-    def __init__(self, ctx: Context, limit: int) -> None:
-        self.ctx = ctx
+    def __init__(self, owner: Outbox, limit: int) -> None:
+        self.owner = owner
         self.limit = limit
-        self.ids: list[int] = []  # every row claimed so far (given back if unconfirmed)
+        self.ids: list[int] = []  # every row claimed so far (to confirm or give back)
         self.more = False  # the round stopped at its limit: more rows wait
 
     async def messages(self) -> AsyncIterator[list[Notice]]:
-        """Claim and yield the round's messages, a slice at a time. A caller that stops
+        """Claim and yield the round's messages, a page at a time. A caller that stops
         iterating (the link dropped) stops the claiming; ``ids`` holds what was taken."""
-        waiting: dict[str, list[outbox.ClaimedRow]] = {}
-        ready: list[Notice] = []
+        ctx = self.owner.ctx
         while len(self.ids) < self.limit:
             size = min(PAGE, self.limit - len(self.ids))
-            page = await self.ctx.db.transaction(partial(_claim_page, self.ctx.clock(), size))
+            now = ctx.clock()
+            claim = partial(
+                _claim_page, now, now - LEASE, self.owner._cursor, size, MAX_PER_MESSAGE
+            )
+            page = await ctx.db.transaction(claim)
+            if not page:
+                # The end: the next round starts again from the first recipient (not this
+                # one, which would give a recipient a second message in the same round).
+                self.owner._cursor = None
+                return
             self.ids.extend(row.id for row in page)
-            for row in page:
-                group = waiting.setdefault(row.recipient, [])
-                group.append(row)
-                if len(group) == MAX_PER_MESSAGE:
-                    ready.append(_notice(waiting.pop(row.recipient)))
-            if ready:
-                yield ready
-                ready = []
-            if len(page) < size:
-                break
-        else:
-            self.more = True
-        written = 0
-        for group in waiting.values():
-            ready.append(_notice(group))
-            written += len(group)
-            if written >= SLICE:
-                yield ready
-                ready, written = [], 0
-        if ready:
-            yield ready
+            self.owner._cursor = (page[-1].recipient, page[-1].id)
+            yield _notices(page)
+        self.more = True
 
 
-async def _claim_page(now: datetime, size: int, conn: Conn) -> list[outbox.ClaimedRow]:
-    return await outbox.claim(conn, now, size)
+# A claim not confirmed within this time lapses. It must outlast a round's sending and
+# its confirmation (CONFIRM_TIMEOUT in xmpp/notify.py, 5 s) with room to spare.
+LEASE = timedelta(seconds=15)
 
 
-def _notice(rows: list[outbox.ClaimedRow]) -> Notice:
-    earnings = [_DECODE(r.payload) for r in rows]
-    return Notice([r.id for r in rows], rows[0].recipient, notification_body(earnings), earnings)
+async def _claim_page(
+    now: datetime,
+    lapsed_before: datetime,
+    after: outbox.Cursor | None,
+    size: int,
+    per_message: int,
+    conn: Conn,
+) -> list[outbox.ClaimedRow]:
+    return await outbox.claim(conn, now, lapsed_before, after, size, per_message)
+
+
+async def _confirm(ids: Sequence[int], now: datetime, conn: Conn) -> None:
+    await outbox.confirm(conn, ids, now)
+
+
+async def _unclaim(ids: Sequence[int], conn: Conn) -> None:
+    await outbox.unclaim(conn, ids)
+
+
+def _notices(page: list[outbox.ClaimedRow]) -> list[Notice]:
+    messages: dict[int, list[outbox.ClaimedRow]] = {}
+    for row in page:
+        messages.setdefault(row.message_id, []).append(row)
+    out = []
+    for message_id, rows in messages.items():
+        earnings = [_DECODE(r.payload) for r in rows]
+        body = notification_body(earnings)
+        out.append(Notice([r.id for r in rows], rows[0].recipient, body, earnings, message_id))
+    return out
 
 
 _DECODE = json.JSONDecoder().decode

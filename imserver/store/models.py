@@ -293,12 +293,17 @@ class OutboxMessage(Base):
     recipient: Mapped[str] = mapped_column(String(1023), info=erased("jid"))
     payload: Mapped[str] = mapped_column(String(4000), info=erased("json"))  # the earning
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Taken by a sender at claimed_at (a claim older than the lease lapses), put in the
+    # message message_id (kept when sent again), confirmed by the server at sent_at.
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 Index("ix_payments_due", Payment.settled_at, Payment.settle_at)
 Index("ix_ledger_entries_account", LedgerEntry.account_id, LedgerEntry.id)
 Index("ix_outbox_unsent", OutboxMessage.sent_at, OutboxMessage.id)
+Index("ix_outbox_pending", OutboxMessage.sent_at, OutboxMessage.recipient, OutboxMessage.id)
 
 
 class ChainEpoch(Base):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.store.dialect import bulk_insert, skip_locked
@@ -18,11 +18,12 @@ _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 
 class ClaimedRow(NamedTuple):
     """A claimed notification as the sender needs it: the payload stays JSON text until
-    its message is written (a round holds tens of thousands of them)."""
+    its message is written; ``message_id`` is the message it goes out in."""
 
     id: int
     recipient: str
     payload: str
+    message_id: int
 
 
 # One encoder for every row: json.dumps with options builds a new one per call.
@@ -44,34 +45,90 @@ async def add(
     )
 
 
-async def claim(conn: AsyncConnection, now: datetime, limit: int) -> list[ClaimedRow]:
-    """Take up to ``limit`` unsent rows, oldest first, and mark them sent.
+# (recipient, id) of the last row a claim took: the next claim goes on after it.
+Cursor = tuple[str, int]
 
-    The caller sends them after this transaction commits: a row is claimed once, so it is
-    never sent twice, even by several component processes (PostgreSQL skips rows that
-    another process is claiming).
+
+async def claim(
+    conn: AsyncConnection,
+    now: datetime,
+    lapsed_before: datetime,
+    after: Cursor | None,
+    limit: int,
+    per_message: int,
+) -> list[ClaimedRow]:
+    """Take up to ``limit`` unsent rows that nobody holds (never claimed, or claimed
+    before ``lapsed_before`` by a sender that never confirmed them), in recipient order
+    after ``after``; each taken row gets its message.
+
+    A recipient's rows are taken all together or not at all (unless they alone fill the
+    page), so a recipient gets one message per round. A row keeps the message it was
+    first put in; new rows make new messages of at most ``per_message`` rows per
+    recipient, whose id is their lowest row id. PostgreSQL skips rows that another
+    process is claiming.
     """
     stmt = (
-        select(OutboxMessage.id, OutboxMessage.recipient, OutboxMessage.payload)
-        .where(OutboxMessage.sent_at.is_(None))
-        .order_by(OutboxMessage.id)
-        .limit(limit)
-    )
-    rows = [ClaimedRow(*row) for row in await conn.execute(skip_locked(conn, stmt))]
-    if rows:
-        await conn.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_([r.id for r in rows]))
-            .values(sent_at=now)
+        select(
+            OutboxMessage.id,
+            OutboxMessage.recipient,
+            OutboxMessage.payload,
+            OutboxMessage.message_id,
         )
-    return rows
+        .where(
+            OutboxMessage.sent_at.is_(None),
+            or_(OutboxMessage.claimed_at.is_(None), OutboxMessage.claimed_at < lapsed_before),
+        )
+        .order_by(OutboxMessage.recipient, OutboxMessage.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(tuple_(OutboxMessage.recipient, OutboxMessage.id) > tuple_(*after))
+    rows = list(await conn.execute(skip_locked(conn, stmt)))
+    if len(rows) > limit:
+        last = rows[-1][1]
+        whole = [r for r in rows if r[1] != last]
+        rows = whole or rows[:limit]
+    out: list[ClaimedRow] = []
+    fresh: dict[str, list[int]] = {}  # recipient -> ids of its rows in the open message
+    for oid, recipient, payload, message_id in rows:
+        if message_id is None:
+            group = fresh.setdefault(recipient, [])
+            if len(group) == per_message:
+                group = fresh[recipient] = []
+            group.append(oid)
+            message_id = group[0]
+        out.append(ClaimedRow(oid, recipient, payload, message_id))
+    if out:
+        await conn.execute(
+            _CLAIM.values(claimed_at=now),
+            [{"b_id": r.id, "b_message": r.message_id} for r in out],
+        )
+    return out
+
+
+_CLAIM = (
+    update(OutboxMessage)
+    .where(OutboxMessage.id == bindparam("b_id"))
+    .values(message_id=bindparam("b_message"))
+)
+
+
+async def confirm(conn: AsyncConnection, ids: Sequence[int], now: datetime) -> None:
+    """The server has the messages of these rows: they are sent."""
+    if ids:
+        await conn.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(list(ids))).values(sent_at=now)
+        )
 
 
 async def unclaim(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    """Give rows back (claimed while the link was down, so never written to it)."""
+    """Give rows back (never written to the link, or not confirmed): any sender takes
+    them again at once, in the same messages."""
     if ids:
         await conn.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(list(ids))).values(sent_at=None)
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(list(ids)), OutboxMessage.sent_at.is_(None))
+            .values(claimed_at=None)
         )
 
 

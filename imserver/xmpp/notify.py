@@ -1,14 +1,13 @@
-"""Sending the notification outbox after commit, and again after a reconnect.
+"""Sending the notification outbox after commit, and again after a reconnect or a crash.
 
-A notification is claimed (marked sent) in a committed transaction before it is
-written to the link, and claimed only while the link is up. After writing a batch the
-sender pings the server: an answer means the server has taken the batch; no answer (the
-link dropped, Prosody restarted) gives the batch back, and it goes out again once the
-component is connected. So a server restart loses nothing, and nothing is sent twice
-unless the server took a batch and its answer to the ping was lost with the link. A
-crash of this process between the claim and the ping's answer loses that batch (it is
-not sent twice). Each message carries a stable id (``earning-<first outbox id>``) by
-which a client can drop a repeat.
+A notification is claimed in a committed transaction before it is written to the link,
+and claimed only while the link is up. After writing a round the sender pings the
+server: an answer means the server has the round, and only then are its notifications
+marked sent. No answer (the link dropped, Prosody restarted) gives the round back, and it
+goes out again once the component is connected. A claim that is never confirmed (this
+process was killed) lapses after a lease, and any sender sends it again. Every message
+keeps the id it was first sent with (``earning-<lowest outbox id>``, also as its XEP-0359
+origin-id), so delivery is at least once and a client drops a repeat by its id.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
 from imserver.service.money_views import Notice
+from imserver.service.outbox import LEASE
 from imserver.xmpp.rawxml import element, text
 from plugins.distribution import NS
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # How long the server may take to confirm a batch before it is given back.
 CONFIRM_TIMEOUT = 5.0
 STORE_HINT = "<store xmlns='urn:xmpp:hints'/>"
+ORIGIN_ID_NS = "urn:xmpp:sid:0"  # XEP-0359: the id a repeat keeps
 EARNING_ATTRS = ("payment", "refund", "merchant", "payer", "amount", "currency", "role",
                  "level", "scope")  # fmt: skip
 
@@ -47,6 +48,7 @@ class Notifier:
         self.window = component.config.notifications.window
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.sent = 0
         self.rounds = 0  # rounds that sent something: a recipient gets one message per round
         component.add_event_handler("session_start", self._on_connected)
@@ -56,6 +58,15 @@ class Notifier:
     def _on_connected(self, _event: Any) -> None:
         # Whatever waited while the link was down (or before a restart) goes out now.
         self.kick()
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self) -> None:
+        # Claims of a process that died lapse after the lease with nobody writing to the
+        # outbox to wake us: look again a few times per lease.
+        while not self.component.stopping:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            self.kick()
 
     def kick(self) -> None:
         """Ask for a drain soon (coalescing whatever else arrives meanwhile)."""
@@ -76,6 +87,8 @@ class Notifier:
                 async for notices in round_.messages():
                     if not self.component.connected_event.is_set():
                         break  # claimed while the link went down: never written, given back
+                    if not sent:
+                        self.rounds += 1  # counted as it starts: its messages are out
                     for notice in notices:
                         self._send(notice)
                     sent += len(notices)
@@ -83,11 +96,11 @@ class Notifier:
                     await asyncio.sleep(0)
                 if not round_.ids:
                     continue
-                if sent:
-                    self.rounds += 1
                 if not self.component.connected_event.is_set() or not await self._confirmed():
                     await self.outbox.give_back(round_.ids)
-                elif round_.more:
+                    continue
+                await self.outbox.confirm(round_.ids)
+                if round_.more:
                     self._dirty = True
             except Exception:
                 log.exception("sending notifications failed; they go out again later")
@@ -120,14 +133,16 @@ class Notifier:
             element("earning", [("xmlns", NS), *((k, e.get(k) or None) for k in EARNING_ATTRS)])
             for e in notice.earnings
         )
+        message_id = f"earning-{notice.message_id}"
         head = (
             ("type", "chat"),
-            ("id", f"earning-{notice.ids[0]}"),
+            ("id", message_id),
             ("to", notice.recipient),
             ("from", c.boundjid.bare),
         )
         body = f"<body>{text(notice.body)}</body>"
-        c.send(element("message", head, f"{body}{earnings}{STORE_HINT}"))
+        origin = f"<origin-id xmlns='{ORIGIN_ID_NS}' id='{message_id}'/>"
+        c.send(element("message", head, f"{body}{earnings}{origin}{STORE_HINT}"))
         self.sent += len(notice.ids)
 
     async def idle(self, timeout: float = 10.0) -> None:

@@ -194,18 +194,24 @@ class FaultClient(Client):
         self.closing = False
         self.reconnects = 0
         self.earned: Counter[Earning] = Counter()
+        # The ids (message id, XEP-0359 origin-id) of every message that carried each.
+        self.carried_by: dict[Earning, list[tuple[str, str]]] = {}
         self.add_event_handler("disconnected", self._on_disconnected)
 
     def _message(self, msg: Message) -> None:
         # Count, don't queue: the fault runs receive thousands of messages.
         if msg["type"] != "chat":
             return
+        origin = msg.xml.find("{urn:xmpp:sid:0}origin-id")
+        ids = (msg["id"], "" if origin is None else origin.get("id", ""))
         for el in msg.xml.findall(f"{{{NS}}}earning"):
             a = el.attrib
             if "refund" in a:
                 continue
             key = (self.bare, a.get("payment", ""), a.get("role", ""))
-            self.earned[(*key, a.get("level") or a.get("scope") or "")] += 1
+            earning = (*key, a.get("level") or a.get("scope") or "")
+            self.earned[earning] += 1
+            self.carried_by.setdefault(earning, []).append(ids)
 
     async def open(self, port: int, timeout: float = 20.0) -> FaultClient:
         self.port = port
@@ -431,6 +437,7 @@ class OutboxEntry:
     earning: Earning
     sent_at: datetime | None
     created_at: datetime | None = None
+    message_id: int | None = None  # the message it was (first) sent in
 
 
 async def outbox_entries(url: str, prefix: str) -> list[OutboxEntry]:
@@ -446,10 +453,11 @@ async def outbox_entries(url: str, prefix: str) -> list[OutboxEntry]:
                     OutboxMessage.payload,
                     OutboxMessage.sent_at,
                     OutboxMessage.created_at,
+                    OutboxMessage.message_id,
                 )
             )
             found = []
-            for oid, recipient, payload, sent_at, created_at in rows:
+            for oid, recipient, payload, sent_at, created_at, message_id in rows:
                 p = json.loads(payload)
                 if "refund" in p or not str(p.get("payment", "")).startswith(prefix):
                     continue
@@ -460,6 +468,7 @@ async def outbox_entries(url: str, prefix: str) -> list[OutboxEntry]:
                         (recipient, p["payment"], p["role"], level_or_scope),
                         _utc(sent_at),
                         _utc(created_at),
+                        None if message_id is None else int(message_id),
                     )
                 )
             return found
@@ -470,18 +479,9 @@ async def outbox_entries(url: str, prefix: str) -> list[OutboxEntry]:
 
 
 def message_ids(entries: list[OutboxEntry]) -> dict[int, str]:
-    """Outbox row id -> the id of the chat message that carried it.
-
-    The notifier claims a batch in one transaction (one ``sent_at``) and sends one message
-    per recipient, with the id ``earning-<lowest row id>``; so the rows of one recipient
-    claimed at the same moment went out together. (Chunks of more than MAX_PER_MESSAGE
-    rows are not told apart: the fault runs never earn that much in 50 ms.)
-    """
-    groups: dict[tuple[str, datetime], list[int]] = {}
-    for e in entries:
-        if e.sent_at is not None:
-            groups.setdefault((e.earning[0], e.sent_at), []).append(e.id)
-    return {i: f"earning-{min(ids)}" for ids in groups.values() for i in ids}
+    """Outbox row id -> the id of the chat message that carried it (stored at the claim,
+    kept when the message is sent again)."""
+    return {e.id: f"earning-{e.message_id}" for e in entries if e.message_id is not None}
 
 
 def accepted_by_prosody(log_path: Path) -> set[str]:
