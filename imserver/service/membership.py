@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from imserver.service.views import ChainView, MemberView, member_view
 from imserver.store import audit, bots, members, regions, repair
 from imserver.store.records import MemberRecord, RegionRecord
 
+log = logging.getLogger(__name__)
 MAX_NAME = 200
 USER_ROLE = "user"  # what registration makes (merchants and agents are made by admins)
 
@@ -122,6 +124,8 @@ class Membership:
     async def close(self) -> None:
         """Stop the registration writer (the batch in flight finishes first)."""
         await self.writer.close()
+        if self.writer.batches:
+            log.info("registrations: %d in %d batches", self.writer.items, self.writer.batches)
 
     async def register(self, sender: str, referrer: str | None) -> MemberView:
         """Join through a referrer; the chains are computed and stored before the answer."""

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from imserver.service.errors import bad_request
 from imserver.service.membership import Location
+from imserver.service.views import MemberView
+from imserver.xmpp.rawxml import element, send_result
 from imserver.xmpp.translate import fill_chain, fill_member
 from plugins.distribution import NS
 
@@ -18,10 +20,11 @@ def install(component: Component) -> None:
     membership = component.services.membership
 
     async def register(iq: Any, sender: str) -> None:
-        view = await membership.register(sender, iq["register"]["referrer"] or None)
-        reply = iq.reply(clear=True)
-        fill_member(reply["member"], view)
-        reply.send()
+        # The route matched exactly one <register/> child: its attribute is read directly,
+        # and the answer written as text (slixmpp's plugin look-up, reply copy and
+        # serialiser took about a tenth of the component's CPU per registration, py-spy).
+        view = await membership.register(sender, iq.xml[0].get("referrer") or None)
+        send_result(component, iq, member_xml(view))
 
     async def chain(iq: Any, sender: str) -> None:
         view = await membership.chain(sender, iq["chain"]["jid"] or None)
@@ -49,6 +52,23 @@ def install(component: Component) -> None:
     component.route("get", "chain", chain)
     component.route("set", "merchant", merchant)
     component.route("set", "agent", agent)
+
+
+def member_xml(view: MemberView) -> str:
+    """A MemberView as its ``<member/>`` element (serialised), as ``fill_member`` fills it."""
+    return element(
+        "member",
+        (
+            ("xmlns", NS),
+            ("jid", view.jid),
+            ("role", view.role),
+            ("rule-number", view.rule_number),
+            ("region", view.region),
+            ("status", view.status),
+            ("referrer", view.referrer or None),
+            ("name", view.name or None),
+        ),
+    )
 
 
 def location_of(merchant: Any) -> Location:
