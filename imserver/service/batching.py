@@ -8,7 +8,9 @@ instead of once per request.
 
 The batch function answers each item on its own (a result or a ``ServiceError``), so
 one bad item never fails its neighbours. If the database fails the whole batch, each
-item is run again alone, so that only the item that caused it fails.
+item is run again alone, so that only the item that caused it fails; but when the
+database is out of service (``Unavailable``: stopped, unreachable, full) every item gets
+that error at once, since running them one by one would only fail each again, slowly.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from imserver.service.errors import ServiceError
-from imserver.store.db import Conn, Database
+from imserver.store.db import Conn, Database, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,11 @@ class GroupCommit(Generic[I, R]):
             for _, future in batch:
                 future.cancel()
             raise
+        except Unavailable as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
         except Exception as exc:
             if len(batch) > 1:
                 log.warning("a batch of %d failed (%s); each item runs alone", len(batch), exc)

@@ -26,10 +26,51 @@ Conn = AsyncConnection
 # PostgreSQL: serialization failure, deadlock. Both mean "run the use case again".
 _PG_RETRY = {"40001", "40P01"}
 MAX_ATTEMPTS = 8
+# PostgreSQL SQLSTATE classes and codes that mean "the database cannot serve now", not
+# "this request is wrong": connection exceptions (08), insufficient resources such as a
+# full disk (53), system errors such as I/O (58), and an administrator's or a crash's
+# shutdown or a server still starting (57P01-57P03).
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "58")
+_PG_UNAVAILABLE_CODES = {"57P01", "57P02", "57P03"}
+# SQLite reports a full disk and failed I/O through OperationalError's text only
+# (SQLITE_FULL, SQLITE_IOERR*, SQLITE_CANTOPEN); a constraint or a syntax error says
+# something else and stays what it is.
+_SQLITE_UNAVAILABLE = ("database or disk is full", "disk i/o error", "unable to open database")
+# Bound on opening a PostgreSQL connection: a database host that does not answer at all
+# must give a prompt "unavailable", not a request that hangs for asyncpg's 60 s default.
+PG_CONNECT_TIMEOUT = 5.0
 
 
 class Retry(Exception):
     """Raised by a use case to have its transaction run again from the start."""
+
+
+class Unavailable(Exception):
+    """The database cannot be reached or cannot write (stopped, restarting, disk full).
+
+    Raised by :meth:`Database.transaction` instead of the driver's error, so that callers
+    can tell "try again later" from a bad request: nothing of the use case was committed
+    unless the link broke during the COMMIT itself, and then a request repeated with the
+    same id finds what was committed. Never raised for constraint violations or bad input.
+    """
+
+
+def _unavailable(exc: BaseException, is_sqlite: bool) -> bool:
+    """Whether a driver error means the database is out of service (see Unavailable)."""
+    if isinstance(exc, OSError):
+        # Raised raw by asyncpg while connecting (refused, reset, timed out): SQLAlchemy
+        # wraps only errors of the DBAPI module, and the pool opens connections lazily.
+        return True
+    if not isinstance(exc, DBAPIError) or isinstance(exc, IntegrityError):
+        return False
+    if exc.connection_invalidated:
+        return True  # SQLAlchemy saw a disconnect (and dropped the pool's connections)
+    if is_sqlite:
+        return any(text in str(exc.orig).lower() for text in _SQLITE_UNAVAILABLE)
+    code = _sqlstate(exc)
+    return code is not None and (
+        code.startswith(_PG_UNAVAILABLE_CLASSES) or code in _PG_UNAVAILABLE_CODES
+    )
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -70,6 +111,13 @@ class Database:
         else:
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 10
+            # After a PostgreSQL restart every pooled connection is dead: a ping when a
+            # connection is checked out replaces it, so the first requests after the
+            # restart succeed instead of failing once per pooled connection. One round
+            # trip per transaction, and a payment batch is one transaction
+            # (docs/design.md, Outages, has the measurement).
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock()
         if self.is_sqlite:
@@ -109,8 +157,21 @@ class Database:
         """Run ``use_case`` in one transaction; commit on success, roll back on error.
 
         The whole use case is run again (from a fresh transaction) on a unique-key race,
-        a PostgreSQL serialization failure or deadlock, or a ``Retry``.
+        a PostgreSQL serialization failure or deadlock, or a ``Retry``. A database that
+        is unreachable, shutting down, full or failing its I/O raises ``Unavailable`` at
+        once: running again would only hold the caller while the outage lasts.
         """
+        try:
+            return await self._attempts(use_case)
+        except (OSError, DBAPIError) as exc:
+            if _unavailable(exc, self.is_sqlite):
+                # The driver's first line only: the rest is the SQL and a link to docs.
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                log.warning("database unavailable: %s", reason)
+                raise Unavailable(reason) from exc
+            raise
+
+    async def _attempts(self, use_case: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 if self.is_sqlite:

@@ -10,8 +10,10 @@ Each request takes the same steps, in this order:
    must have one of them (the use case checks its own again inside its transaction;
    this one refuses before any work, e.g. before an ad-hoc form is shown);
 4. the work: the service call and the answer;
-5. the outcome: a :class:`ServiceError` becomes the stanza error of its condition;
-   anything unexpected is logged and answered ``internal-server-error`` with "nothing
+5. the outcome: a :class:`ServiceError` becomes the stanza error of its condition; a
+   database out of service (:class:`~imserver.store.db.Unavailable`) becomes
+   ``service-unavailable`` of type ``wait`` ("retry later", not "nothing here"); anything
+   unexpected is logged and answered ``internal-server-error`` with "nothing
    was changed" (the use case's transaction was rolled back);
 6. one DEBUG log line per request (operation, sender, outcome, duration) and, in memory,
    a count and a total duration per (operation, outcome): :attr:`Pipeline.stats`.
@@ -37,6 +39,7 @@ from slixmpp.xmlstream.xmlstream import XMLStream
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.authz import Capability
 from imserver.service.errors import Condition, ErrorType, ServiceError
+from imserver.store.db import Unavailable
 from imserver.xmpp.rawxml import send_result
 
 if TYPE_CHECKING:
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 OK = "ok"
 INTERNAL: Final = "internal-server-error"
+UNAVAILABLE: Final = "service-unavailable"
+# Type wait: the request was fine and may succeed as it is later (RFC 6120 8.3.2).
+UNAVAILABLE_TEXT: Final = "the database is unavailable; please retry the same request shortly"
 ABORTED = "aborted"
 NO_CAPABILITIES: frozenset[Capability] = frozenset()
 
@@ -122,6 +128,9 @@ class Pipeline:
         except XMPPError as exc:
             outcome = exc.condition
             raise
+        except Unavailable:
+            outcome = UNAVAILABLE  # the database layer logged why; no traceback per request
+            raise XMPPError(UNAVAILABLE, text=UNAVAILABLE_TEXT, etype="wait") from None
         except Exception:
             outcome = INTERNAL
             log.exception("%s from %s failed", operation, sender or "?")
