@@ -8,12 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.config import Config
 from imserver.domain.jids import domain_of
 from imserver.service.errors import ServiceError, forbidden, registration_required
 from imserver.store import bots, members
+from imserver.store.db import Conn
 from imserver.store.records import MemberRecord
 
 # Kinds of sender. A sender can be several (an admin who is also a user).
@@ -162,7 +161,7 @@ class Actor:
         return self.member
 
 
-async def resolve_actor(conn: AsyncConnection, jid: str, config: Config) -> Actor:
+async def resolve_actor(conn: Conn, jid: str, config: Config) -> Actor:
     """Work out every kind the sender is, from the config and the database."""
     kinds: set[str] = set()
     if jid in config.admins:

@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imserver.domain import chains
-from imserver.domain.jids import InvalidJid, domain_of, normalize_jid
+from imserver.domain.jids import domain_of
 from imserver.domain.rulenumbers import make_rule_number, role_letter
 from imserver.service.authz import ADMIN, BOT, FOREIGN, NONMEMBER, Actor, Capability, resolve_actor
 from imserver.service.batching import GroupCommit
@@ -24,9 +22,11 @@ from imserver.service.errors import (
     not_acceptable,
     not_found,
 )
+from imserver.service.inputs import parse_jid
 from imserver.service.policies import current_policy
 from imserver.service.views import ChainView, MemberView, member_view
 from imserver.store import audit, bots, members, regions, repair
+from imserver.store.db import Conn
 from imserver.store.records import MemberRecord, RegionRecord
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,7 @@ class Location:
     address: str | None = None
 
 
-def parse_jid(raw: str | None, what: str) -> str:
-    """A normalised bare JID from a payload attribute, or bad-request naming it."""
-    if not raw:
-        raise bad_request(f"{what} is missing")
-    try:
-        return normalize_jid(raw)
-    except InvalidJid as exc:
-        raise bad_request(f"{what}: {exc}") from None
-
-
-async def find_referrer(conn: AsyncConnection, ctx: Context, ref_jid: str) -> MemberRecord:
+async def find_referrer(conn: Conn, ctx: Context, ref_jid: str) -> MemberRecord:
     """The member named as a referrer, whatever its status; a JID that was never a member
     gets item-not-found, one whose member was deleted (erased) not-acceptable."""
     ref = await members.get_by_jid(conn, ref_jid)
@@ -66,7 +56,7 @@ async def find_referrer(conn: AsyncConnection, ctx: Context, ref_jid: str) -> Me
     return ref
 
 
-async def refuse_bot(conn: AsyncConnection, jid: str) -> None:
+async def refuse_bot(conn: Conn, jid: str) -> None:
     """A bot JID reports payments for its merchant and is never a member itself (linking
     a bot refuses a member's JID the same way)."""
     if await bots.merchant_of(conn, jid) is not None:
@@ -149,7 +139,7 @@ class Membership:
         return Actor(sender, frozenset(kinds)).may(Capability.REGISTER)
 
     async def _register_batch(
-        self, conn: AsyncConnection, batch: Sequence[_Joining]
+        self, conn: Conn, batch: Sequence[_Joining]
     ) -> list[MemberView | ServiceError]:
         """Answer a batch of registrations in one transaction (see ``GroupCommit``).
 
@@ -195,7 +185,7 @@ class Membership:
         return out  # type: ignore[return-value]
 
     async def _lock_referrers(
-        self, conn: AsyncConnection, stored: dict[str, MemberRecord], named: set[str]
+        self, conn: Conn, stored: dict[str, MemberRecord], named: set[str]
     ) -> dict[int, list[int]]:
         """Lock the stored lines of the active referrers (PostgreSQL; see store.repair),
         put the referrers as they are under the locks into ``stored``, and return each
@@ -251,7 +241,7 @@ class Membership:
 
     async def _write(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         newcomers: list[_Newcomer],
         lines: dict[int, list[int]],
         found: dict[str, RegionRecord],
@@ -305,7 +295,7 @@ class Membership:
 
     async def _create(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         jid: str,
         role: str,
         region: RegionRecord,
@@ -339,9 +329,7 @@ class Membership:
         await self._store_agency(conn, created.id, region)
         return created
 
-    async def _store_agency(
-        self, conn: AsyncConnection, member_id: int, region: RegionRecord
-    ) -> None:
+    async def _store_agency(self, conn: Conn, member_id: int, region: RegionRecord) -> None:
         line = await regions.line_of(conn, region)
         agents = await members.agents_of(conn, [r.code for r in line], shared=True)
         links = chains.agency_chain([(r.code, r.level) for r in line], agents)
@@ -355,7 +343,7 @@ class Membership:
         """A member and its chains; own chain for members, any for admins and its agents."""
         target = parse_jid(jid, "jid") if jid else sender
 
-        async def use_case(conn: AsyncConnection) -> ChainView:
+        async def use_case(conn: Conn) -> ChainView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             if target == sender and not actor.is_admin:
                 actor.require(Capability.CHAIN_OWN)
@@ -396,7 +384,7 @@ class Membership:
             raise bad_request("a merchant cannot refer itself")
         region_code, location_text = await self._resolve_location(location)
 
-        async def use_case(conn: AsyncConnection) -> MemberView:
+        async def use_case(conn: Conn) -> MemberView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require(Capability.MERCHANT_CREATE)
             existing = await members.get_by_jid(conn, merchant_jid)
@@ -456,7 +444,7 @@ class Membership:
         if not region_code or not region_code.isdigit() or len(region_code) > 12:
             raise bad_request("region must be a region code")
 
-        async def use_case(conn: AsyncConnection) -> MemberView:
+        async def use_case(conn: Conn) -> MemberView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
             actor.require(Capability.AGENT_ASSIGN)
             region = await regions.get(conn, region_code)
