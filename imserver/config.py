@@ -50,10 +50,14 @@ class XmppConfig(_Strict):
     def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(d.lower() for d in v)
 
+    @property
+    def on_loopback(self) -> bool:
+        """Whether the XMPP server is on this machine's loopback."""
+        return self.host in {"127.0.0.1", "::1", "localhost"} or self.host.startswith("127.")
+
     @model_validator(mode="after")
     def _secret_only_on_loopback(self) -> XmppConfig:
-        loopback = self.host in {"127.0.0.1", "::1", "localhost"} or self.host.startswith("127.")
-        if self.secret == DEFAULT_SECRET and not loopback:
+        if self.secret == DEFAULT_SECRET and not self.on_loopback:
             raise ValueError(
                 "xmpp.secret: the repository's default secret is refused when the XMPP server "
                 "is not on loopback; set IMSERVER_XMPP__SECRET"

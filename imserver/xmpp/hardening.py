@@ -75,8 +75,7 @@ def check_secret(config: Config) -> None:
     x = config.xmpp
     if not x.secret:
         raise UnsafeEnvironment("xmpp.secret is empty; set IMSERVER_XMPP__SECRET")
-    loopback = x.host in {"127.0.0.1", "::1", "localhost"} or x.host.startswith("127.")
-    if x.secret == DEFAULT_SECRET and not loopback:
+    if x.secret == DEFAULT_SECRET and not x.on_loopback:
         raise UnsafeEnvironment(
             "xmpp.secret: the repository's default secret is refused when the XMPP server "
             f"({x.host}) is not on loopback; set IMSERVER_XMPP__SECRET"
