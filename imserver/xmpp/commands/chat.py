@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from slixmpp import Message
 from slixmpp.exceptions import XMPPError
@@ -230,7 +230,9 @@ class Chat:
         # The service decides, with its own precise refusal (e.g. "already a member").
         return await self._run(actor, command, lambda: command.run(actor, args))
 
-    async def _run(self, actor: str, command: Command | None, call: Any) -> str:
+    async def _run(
+        self, actor: str, command: Command | None, call: Callable[[], Awaitable[Result]]
+    ) -> str:
         try:
             result: Result = await call()
         except ServiceError as exc:
