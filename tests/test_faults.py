@@ -20,9 +20,10 @@ What is asserted afterwards, in both runs:
   the id stored with it, sent again around a fault (after the claim's lease when the
   process died).
 
-The fast runs (``make test``) make 5 kills and 3 Prosody restarts per backend; the soak
-runs (``make soak``, ``-m soak``) 30 kills and 20 restarts. Each prints its figures as one
-JSON line (``pytest -s`` shows them).
+The fast runs (``make test``) make 5 kills (16 payments in flight), 3 Prosody restarts
+and 2 Prosody SIGKILLs per backend; the soak runs (``make soak``, ``-m soak``) 30 kills
+with 64 payments in flight, 20 restarts and 20 SIGKILLs, and keep their figures in
+``bench/results/soak-*.json``. Each prints its figures as one JSON line (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -419,8 +423,11 @@ async def run_kills(
 # -- Prosody restarts ------------------------------------------------------------------------
 
 
-async def run_restarts(world: World, restarts: int, prefix: str) -> dict[str, Any]:
-    """Payment load while Prosody is restarted ``restarts`` times.
+async def run_restarts(
+    world: World, restarts: int, prefix: str, *, crash: bool = False
+) -> dict[str, Any]:
+    """Payment load while Prosody is restarted ``restarts`` times (``crash``: SIGKILLed,
+    not stopped).
 
     After each restart the component must be back (handshake done) within
     RECONNECT_BOUND seconds of Prosody listening again; the clients log in again too.
@@ -437,7 +444,12 @@ async def run_restarts(world: World, restarts: int, prefix: str) -> dict[str, An
         await asyncio.sleep(rng.uniform(0.5, 2.0))
         seen = comp.connections()
         down = time.time()
-        await world.prosody.astop()
+        if crash:
+            proc = world.prosody.process
+            assert proc is not None
+            world.prosody.kill()
+            await asyncio.to_thread(proc.wait, 10)
+        await world.prosody.astop()  # (after a SIGKILL: only gives up the data dir)
         await asyncio.sleep(rng.uniform(0.0, 0.5))
         await world.prosody.astart()
         waited = await comp.wait_connection(seen, RECONNECT_BOUND + 20)
@@ -448,7 +460,7 @@ async def run_restarts(world: World, restarts: int, prefix: str) -> dict[str, An
     stop.set()
     await asyncio.wait_for(load, 120)
     figures = {
-        "run": "prosody_restarts",
+        "run": "prosody_kills" if crash else "prosody_restarts",
         "restarts": restarts,
         "reconnect_seconds_max": round(max(back_after), 2),
         "reconnect_seconds_mean": round(sum(back_after) / len(back_after), 2),
@@ -478,11 +490,34 @@ async def test_prosody_restarted_under_payment_load(world: World) -> None:
     await run_restarts(world, 3, "restart")
 
 
+async def test_prosody_crashed_under_payment_load(world: World) -> None:
+    await run_restarts(world, 2, "crash", crash=True)
+
+
 @pytest.mark.soak
 async def test_soak_component_killed_30_times(world: World) -> None:
-    await run_kills(world, 30, "soakkill")
+    # 64 payments in flight (two bots, 32 workers each): most kills land in a batch.
+    save(await run_kills(world, 30, "soakkill", workers_per_bot=32))
 
 
 @pytest.mark.soak
 async def test_soak_prosody_restarted_20_times(world: World) -> None:
-    await run_restarts(world, 20, "soakrestart")
+    save(await run_restarts(world, 20, "soakrestart"))
+
+
+@pytest.mark.soak
+async def test_soak_prosody_crashed_20_times(world: World) -> None:
+    save(await run_restarts(world, 20, "soakcrash", crash=True))
+
+
+def save(figures: dict[str, Any]) -> None:
+    """Keep a soak run's figures in bench/results/ (date, commit, backend, counts), so
+    that every figure the docs give can be traced to a run."""
+    root = Path(__file__).parents[1]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = {"date": at, "commit": commit or None, **figures}
+    out = root / "bench" / "results" / f"soak-{figures['run']}-{figures['backend']}-{at}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")

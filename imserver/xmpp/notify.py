@@ -22,6 +22,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from imserver.service.money_views import Notice
 from imserver.service.outbox import LEASE
+from imserver.store.db import Unavailable
 from imserver.xmpp.rawxml import element, text
 from plugins.distribution import NS
 
@@ -102,6 +103,10 @@ class Notifier:
                 await self.outbox.confirm(round_.ids)
                 if round_.more:
                     self._dirty = True
+            except Unavailable as exc:
+                log.warning("notifications wait for the database (%s)", exc)
+                self._dirty = True
+                continue
             except Exception:
                 log.exception("sending notifications failed; they go out again later")
                 with contextlib.suppress(Exception):
