@@ -266,3 +266,58 @@ async def test_lines_changed_before_they_were_locked_run_the_batch_again(
     else:
         with pytest.raises(Retry):
             await lock(stale)
+
+
+@pytest.mark.parametrize("referrers", [1, 2])
+async def test_a_referrer_deleted_before_it_was_locked_is_refused(
+    service: Service, monkeypatch: pytest.MonkeyPatch, referrers: int
+) -> None:
+    """PostgreSQL: another process deletes a referrer (a root: its stored upline stays
+    empty) after the batch read it and before the batch locked it. The batch reads it
+    again under the lock, as a registration alone does, and refuses it: not-acceptable,
+    by the JID the newcomer named. With one referrer in the batch the lock is
+    ``repair.lock_line``, with several ``members.lock_lines``."""
+    if service.backend != "postgresql":
+        pytest.skip("SQLite's single writer: nobody can delete between read and lock")
+    from imserver.store import repair as store_repair
+
+    svc = service.app.services
+    admin = service.config.admins[0]
+    doomed, other_shop = await shop(service), await shop(service)
+    other_db = Database(service.config.database.url)
+    other = Services.build(Context(other_db, service.config, service.app.ctx.clock))
+    deleted = asyncio.Event()
+
+    async def delete_first() -> None:
+        if not deleted.is_set():
+            deleted.set()
+            await other.repair.delete(admin, doomed, "test")
+
+    original_line, original_lines = store_repair.lock_line, store_members.lock_lines
+
+    async def lock_line(conn: Any, member_id: int, **kw: Any) -> Any:
+        await delete_first()
+        return await original_line(conn, member_id, **kw)
+
+    async def lock_lines(conn: Any, *args: Any) -> Any:
+        await delete_first()
+        return await original_lines(conn, *args)
+
+    monkeypatch.setattr(store_repair, "lock_line", lock_line)
+    monkeypatch.setattr(store_members, "lock_lines", lock_lines)
+    newcomer, bystander = service.new_jid("new"), service.new_jid("by")
+    try:
+        calls = [svc.membership.register(newcomer, doomed)]
+        if referrers == 2:
+            calls.append(svc.membership.register(bystander, other_shop))
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await other.membership.close()
+        await other.close()
+        await other_db.dispose()
+    assert deleted.is_set()
+    assert condition(outcomes[0]) == "not-acceptable"
+    assert doomed in str(outcomes[0]) and "deleted" in str(outcomes[0])
+    assert await stored(service, [newcomer]) == set()
+    if referrers == 2:
+        assert joined(outcomes[1]).referrer == other_shop

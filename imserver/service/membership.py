@@ -200,8 +200,11 @@ class Membership:
         else:
             lines = await members.uplines_of(conn, active)
             locked = await members.lock_lines(conn, active, lines)
-        for ref in locked.values():
-            stored[ref.jid] = ref
+        for r in named:
+            m = stored.get(r)
+            if m is not None and m.id in locked:
+                # Under the JID as named: a deletion committed meanwhile renamed the row.
+                stored[r] = locked[m.id]
         return lines
 
     def _check(
