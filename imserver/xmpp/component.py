@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
-from slixmpp import ComponentXMPP, Iq
+from slixmpp import ComponentXMPP
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
@@ -26,18 +25,14 @@ from imserver.xmpp.hardening import HardenedStream, StreamLimits, check_startup
 from imserver.xmpp.notify import Notifier
 from imserver.xmpp.pipeline import Pipeline
 from imserver.xmpp.requests import membership, payments, repair
-from imserver.xmpp.routing import Route, Router, UnknownRequest, answered
+from imserver.xmpp.routing import Router, UnknownRequest
 from plugins.distribution import NS
 from plugins.distribution import enable as enable_distribution
 
 log = logging.getLogger(__name__)
 
-# A handler of Component.route: (request IQ, normalised bare JID of the sender); it sends
-# its own answer. Routes declared as data (routing.Route) are the way for new requests.
-Handler = Callable[[Any, str], Awaitable[None]]
-
 # The feature modules that declare their IQ routes as data (a ROUTES list each).
-ROUTE_MODULES = (repair, payments)
+ROUTE_MODULES = (membership, repair, payments)
 
 
 class Component(HardenedStream, ComponentXMPP):
@@ -70,7 +65,6 @@ class Component(HardenedStream, ComponentXMPP):
         disco.add_feature(NS)
         self.router = Router()
         self._known = self.router.known  # what the unknown-request matcher lets through
-        membership.install(self)  # still through route(), until it declares ROUTES
         for module in ROUTE_MODULES:
             self.router.add(*module.ROUTES)
         # The outbox sender: woken by every commit that writes notifications
@@ -87,18 +81,6 @@ class Component(HardenedStream, ComponentXMPP):
         self.add_event_handler("disconnected", self._on_disconnected)
 
     # -- wiring ---------------------------------------------------------------------------
-
-    def route(self, itype: Literal["get", "set"], payload: str, handler: Handler) -> None:
-        """Route IQs of ``itype`` carrying our ``payload`` to ``handler``, which answers.
-
-        The shape of requests/membership.py's ``install``; a new request declares a
-        :class:`~imserver.xmpp.routing.Route` in its module's ``ROUTES`` instead.
-        """
-
-        async def call(_services: Services, iq: Iq, sender: str) -> None:
-            await handler(iq, sender)
-
-        self.router.add(Route(itype, payload, call, answered))
 
     async def _unknown(self, iq: StanzaBase) -> None:
         if len(iq.xml) != 1:

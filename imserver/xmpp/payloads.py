@@ -106,6 +106,23 @@ def fill_audit(el: ElementBase, page: AuditPage) -> None:
 # -- <distribution/> (text: the hot answer) -----------------------------------------------
 
 
+def member_xml(view: MemberView) -> str:
+    """A MemberView as its ``<member/>`` element (serialised), as ``fill_member`` fills it."""
+    return element(
+        "member",
+        (
+            ("xmlns", NS),
+            ("jid", view.jid),
+            ("role", view.role),
+            ("rule-number", view.rule_number),
+            ("region", view.region),
+            ("status", view.status),
+            ("referrer", view.referrer or None),
+            ("name", view.name or None),
+        ),
+    )
+
+
 def distribution_xml(view: DistributionView) -> str:
     """A DistributionView as its ``<distribution/>`` element (serialised)."""
     shares = "".join(

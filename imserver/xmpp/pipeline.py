@@ -175,10 +175,8 @@ class Pipeline:
 
         return handle
 
-    def send(self, iq: Iq, answer: Iq | str | None) -> None:
+    def send(self, iq: Iq, answer: Iq | str) -> None:
         """Send what a route's answer builder returned."""
-        if answer is None:
-            return
         if isinstance(answer, str):
             send_result(self.stream, iq, answer)
         else:

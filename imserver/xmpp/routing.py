@@ -34,9 +34,8 @@ V = TypeVar("V")
 
 # Reads the request and calls the service: (services, request, sender's bare JID).
 Call = Callable[["Services", Iq, str], Awaitable[V]]
-# The answer: a reply stanza to send, the payload of a result as text, or None when the
-# call answered by itself (the handlers added through Component.route).
-Answer = Callable[[Iq, V], "Iq | str | None"]
+# The answer: a reply stanza to send, or the payload of a result as text.
+Answer = Callable[[Iq, V], "Iq | str"]
 
 # Payloads that slixmpp's own plugins answer; any other IQ get/set gets service-unavailable.
 PLUGIN_PAYLOADS = frozenset(
@@ -98,11 +97,6 @@ def as_text(write: Callable[[V], str]) -> Answer[V]:
         return write(view)
 
     return answer
-
-
-def answered(_iq: Iq, _view: object) -> None:
-    """The call sent its own answer (handlers added through ``Component.route``)."""
-    return None
 
 
 class Router(MatcherBase):

@@ -2,73 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
+
+from slixmpp import Iq
 
 from imserver.service.errors import bad_request
 from imserver.service.membership import Location
 from imserver.service.views import MemberView
-from imserver.xmpp.rawxml import element, send_result
-from imserver.xmpp.translate import fill_chain, fill_member
+from imserver.xmpp.payloads import fill_chain, fill_member, member_xml
+from imserver.xmpp.routing import Route, as_text, forward, reply_with
 from plugins.distribution import NS
 
 if TYPE_CHECKING:
-    from imserver.xmpp.component import Component
+    from imserver.service.registry import Services
 
 
-def install(component: Component) -> None:
-    """Route this module's payloads to the membership service."""
-    membership = component.services.membership
-
-    async def register(iq: Any, sender: str) -> None:
-        # The route matched exactly one <register/> child: its attribute is read directly,
-        # and the answer written as text (slixmpp's plugin look-up, reply copy and
-        # serialiser took about a tenth of the component's CPU per registration, py-spy).
-        view = await membership.register(sender, iq.xml[0].get("referrer") or None)
-        send_result(component, iq, member_xml(view))
-
-    async def chain(iq: Any, sender: str) -> None:
-        view = await membership.chain(sender, iq["chain"]["jid"] or None)
-        reply = iq.reply(clear=True)
-        fill_chain(reply["chain"], view)
-        reply.send()
-
-    async def merchant(iq: Any, sender: str) -> None:
-        m = iq["merchant"]
-        view = await membership.add_merchant(
-            sender, m["jid"], m["name"], m["referrer"] or None, location_of(m)
-        )
-        reply = iq.reply(clear=True)
-        fill_member(reply["member"], view)
-        reply.send()
-
-    async def agent(iq: Any, sender: str) -> None:
-        a = iq["agent"]
-        view = await membership.assign_agent(sender, a["jid"], a["region"])
-        reply = iq.reply(clear=True)
-        fill_member(reply["member"], view)
-        reply.send()
-
-    component.route("set", "register", register)
-    component.route("get", "chain", chain)
-    component.route("set", "merchant", merchant)
-    component.route("set", "agent", agent)
+def register(s: Services, iq: Iq, sender: str) -> Awaitable[MemberView]:
+    """The route matched exactly one ``<register/>`` child: its attribute is read directly
+    and the answer written as text (slixmpp's plugin look-up, reply copy and serialiser
+    took about a tenth of the component's CPU per registration, py-spy)."""
+    return s.membership.register(sender, iq.xml[0].get("referrer") or None)
 
 
-def member_xml(view: MemberView) -> str:
-    """A MemberView as its ``<member/>`` element (serialised), as ``fill_member`` fills it."""
-    return element(
-        "member",
-        (
-            ("xmlns", NS),
-            ("jid", view.jid),
-            ("role", view.role),
-            ("rule-number", view.rule_number),
-            ("region", view.region),
-            ("status", view.status),
-            ("referrer", view.referrer or None),
-            ("name", view.name or None),
-        ),
+def add_merchant(s: Services, iq: Iq, sender: str) -> Awaitable[MemberView]:
+    """A merchant at a business location (one of three forms)."""
+    m = iq["merchant"]
+    return s.membership.add_merchant(
+        sender, m["jid"], m["name"], m["referrer"] or None, location_of(m)
     )
+
+
+def assign_agent(s: Services, iq: Iq, sender: str) -> Awaitable[MemberView]:
+    """An agent for a region."""
+    a = iq["agent"]
+    return s.membership.assign_agent(sender, a["jid"], a["region"])
+
+
+ROUTES: list[Route[Any]] = [
+    Route("set", "register", register, as_text(member_xml)),
+    Route(
+        "get",
+        "chain",
+        forward("chain", lambda s: s.membership.chain, "jid"),
+        reply_with("chain", fill_chain),
+    ),
+    Route("set", "merchant", add_merchant, reply_with("member", fill_member)),
+    Route("set", "agent", assign_agent, reply_with("member", fill_member)),
+]
 
 
 def location_of(merchant: Any) -> Location:
