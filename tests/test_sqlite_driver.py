@@ -8,19 +8,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import aiosqlite
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.store.db import Database
-
-
-def test_aiosqlite_still_has_the_private_queue_we_use() -> None:
-    # sqlite_driver runs its functions through Connection._execute and reads _conn.
-    assert callable(getattr(aiosqlite.Connection, "_execute", None))
-    assert isinstance(getattr(aiosqlite.Connection, "_conn", None), property)
 
 
 async def test_statements_rows_rowcount_and_errors(tmp_path: Path) -> None:
