@@ -179,6 +179,12 @@ class PaymentsConfig(_Strict):
     cached_payers: int = Field(50_000, ge=0, le=5_000_000)
 
 
+class RegistrationsConfig(_Strict):
+    # Registrations that arrive together are written in one transaction (group commit),
+    # as payments are.
+    batch_max: int = Field(256, ge=1, le=5000)
+
+
 class NotificationsConfig(_Strict):
     # A member hears of its earnings at most once per window (seconds): one message lists
     # everything earned meanwhile, so the XMPP server stores messages per recipient, not
@@ -196,6 +202,7 @@ class Config(_Strict):
     limits: LimitsConfig = LimitsConfig()
     geo: GeoConfig = GeoConfig()
     payments: PaymentsConfig = PaymentsConfig()
+    registrations: RegistrationsConfig = RegistrationsConfig()
     notifications: NotificationsConfig = NotificationsConfig()
 
     @field_validator("admins")

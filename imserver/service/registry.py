@@ -38,6 +38,7 @@ class Services:
     async def close(self) -> None:
         """Stop the background writers (before the database is disposed)."""
         await self.payments.close()
+        await self.membership.close()
 
     @classmethod
     def build(cls, ctx: Context) -> Services:
