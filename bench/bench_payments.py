@@ -17,7 +17,7 @@ clients linked to the merchant. Each bot keeps ``window`` payments in flight. Ru
 
 Each run is repeated ``--repeat`` times and the best is kept (the machine is shared:
 the best run is the one least disturbed). Reports rates, latency percentiles, the
-ratios against DESIGN.md's baseline (about 4,400 payments/s without notifications, 800
+ratios against the baseline in docs/design.md (about 4,400 payments/s without notifications, 800
 with five per payment) and, with notifications on, how many chat messages the earners
 received (coalescing makes it fewer than earnings).
 """
@@ -50,7 +50,7 @@ from tests.support.network import add_merchant, assign_agent
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT = "dist.localhost"
 SECRET = "bench-secret"
-# DESIGN.md, "Notifications": measured through Prosody with its default file storage.
+# docs/design.md, "Notifications": measured through Prosody with its default file storage.
 DESIGN_OFF = 4400.0
 DESIGN_ON = 800.0
 

@@ -1,7 +1,7 @@
 """Merchant locations as coordinates and addresses, end to end on both databases.
 
 A real Prosody, the component with the shipped geography, an admin client sending the
-`merchant` IQ of PROTOCOL.md with `<location lat lon [crs]/>` or `<location address/>`.
+`merchant` IQ of docs/protocol.md with `<location lat lon [crs]/>` or `<location address/>`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.conftest import Service
 from tests.support.clients import expect_error
 from tests.support.network import add_merchant, build_network, chain_of, member_of
 
-# 深圳 南山区 科技园 (the PROTOCOL.md example), WGS-84.
+# 深圳 南山区 科技园 (the docs/protocol.md example), WGS-84.
 KEJIYUAN = (22.5405, 113.9345)
 
 
