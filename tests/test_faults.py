@@ -121,6 +121,42 @@ async def _accounts(prosody: ProsodyInstance, jids: list[str]) -> None:
     await asyncio.gather(*(one(j) for j in jids))
 
 
+async def _network(
+    prosody: ProsodyInstance, jid: str
+) -> tuple[list[FaultClient], list[FaultClient], list[Bot]]:
+    """The fault runs' network, made through the protocol: a shop with agents at the three
+    levels, alice <- bob under it, four payers, two bots. Returns the clients that stay
+    online, the six earners among them and the bots."""
+    names = ["admin", "shop", "district", "city", "province", "alice", "bob", "bot1", "bot2"]
+    payer_names = ["p1", "p2", "p3", "p4"]
+    await _accounts(prosody, [f"{n}@{DOMAIN}" for n in names + payer_names])
+    c: dict[str, FaultClient] = {}
+    try:
+        for n in names + payer_names:
+            c[n] = await FaultClient(f"{n}@{DOMAIN}").open(prosody.client_port, 60)
+        admin, shop = c["admin"], c["shop"]
+        for agent, region in (("district", "440305"), ("city", "440300"), ("province", "440000")):
+            await assign_agent(admin, jid, c[agent].bare, region)
+        await add_merchant(admin, jid, shop.bare)
+        await c["alice"].dist.register(jid, shop.bare, timeout=10)
+        await c["bob"].dist.register(jid, c["alice"].bare, timeout=10)
+        # p1, p2 earn bob (level 1) and alice (level 2); p3, p4 alice and the shop.
+        for payer, referrer in (("p1", "bob"), ("p2", "bob"), ("p3", "alice"), ("p4", "alice")):
+            await c[payer].dist.register(jid, c[referrer].bare, timeout=10)
+        for bot in ("bot1", "bot2"):
+            await shop.dist.bot(jid, c[bot].bare, timeout=10)
+        # Payers need not stay online; fewer clients, less load.
+        for payer in payer_names:
+            await c[payer].close()
+    except BaseException:
+        await asyncio.gather(*(cl.close() for cl in c.values()))
+        raise
+    payers = [c[p].bare for p in payer_names]
+    earners = [c[n] for n in ("shop", "district", "city", "province", "alice", "bob")]
+    bots = [Bot(c[b], shop.bare, payers) for b in ("bot1", "bot2")]
+    return [c[n] for n in names], earners, bots
+
+
 async def _load_regions(env: dict[str, str], url: str) -> None:
     config = load_config(CONFIG, env={k: v for k, v in env.items() if k.startswith("IMSERVER_")})
     db = Database(url)
@@ -163,32 +199,7 @@ async def world(
     clients: list[FaultClient] = []
     try:
         await component.wait_connection(0, 60)
-        names = ["admin", "shop", "district", "city", "province", "alice", "bob", "bot1", "bot2"]
-        payer_names = ["p1", "p2", "p3", "p4"]
-        await _accounts(prosody, [f"{n}@{DOMAIN}" for n in names + payer_names])
-        c = {
-            n: await FaultClient(f"{n}@{DOMAIN}").open(prosody.client_port, 60)
-            for n in names + payer_names
-        }
-        clients = list(c.values())
-        admin, shop = c["admin"], c["shop"]
-        for agent, region in (("district", "440305"), ("city", "440300"), ("province", "440000")):
-            await assign_agent(admin, jid, c[agent].bare, region)
-        await add_merchant(admin, jid, shop.bare)
-        await c["alice"].dist.register(jid, shop.bare, timeout=10)
-        await c["bob"].dist.register(jid, c["alice"].bare, timeout=10)
-        # p1, p2 earn bob (level 1) and alice (level 2); p3, p4 alice and the shop.
-        for payer, referrer in (("p1", "bob"), ("p2", "bob"), ("p3", "alice"), ("p4", "alice")):
-            await c[payer].dist.register(jid, c[referrer].bare, timeout=10)
-        for bot in ("bot1", "bot2"):
-            await shop.dist.bot(jid, c[bot].bare, timeout=10)
-        # Payers need not stay online; fewer clients, less load.
-        for payer in payer_names:
-            await c[payer].close()
-        clients = [c[n] for n in names]
-        payers = [c[p].bare for p in payer_names]
-        earners = [c[n] for n in ("shop", "district", "city", "province", "alice", "bob")]
-        bots = [Bot(c[b], shop.bare, payers) for b in ("bot1", "bot2")]
+        clients, earners, bots = await _network(prosody, jid)
         yield World(backend, url, env, prosody, component, jid, clients, earners, bots)
     finally:
         await asyncio.gather(*(cl.close() for cl in clients))

@@ -60,9 +60,8 @@ from tests.support.faults import (
     component_env,
     shares_of,
 )
-from tests.support.network import add_merchant, assign_agent
 from tests.support.private_pg import PrivatePostgres, why_not_available
-from tests.test_faults import SECRET, World, _accounts, _check, _load_regions
+from tests.test_faults import SECRET, World, _check, _load_regions, _network
 
 SEED = int(os.environ.get("IMSERVER_TEST_FAULT_SEED", "6"))
 # A bot waits this long for an answer; the component must answer well within it.
@@ -158,29 +157,7 @@ async def _world(backend: str, url: str, tmp: Path, jid: str) -> AsyncIterator[W
         await _load_regions(env, url)
         component.start()
         await component.wait_connection(0, 60)
-        names = ["admin", "shop", "district", "city", "province", "alice", "bob", "bot1", "bot2"]
-        payer_names = ["p1", "p2", "p3", "p4"]
-        await _accounts(prosody, [f"{n}@{DOMAIN}" for n in names + payer_names])
-        c = {
-            n: await FaultClient(f"{n}@{DOMAIN}").open(prosody.client_port, 60)
-            for n in names + payer_names
-        }
-        clients = list(c.values())
-        admin, shop = c["admin"], c["shop"]
-        for agent, region in (("district", "440305"), ("city", "440300"), ("province", "440000")):
-            await assign_agent(admin, jid, c[agent].bare, region)
-        await add_merchant(admin, jid, shop.bare)
-        await c["alice"].dist.register(jid, shop.bare, timeout=10)
-        await c["bob"].dist.register(jid, c["alice"].bare, timeout=10)
-        for payer, referrer in (("p1", "bob"), ("p2", "bob"), ("p3", "alice"), ("p4", "alice")):
-            await c[payer].dist.register(jid, c[referrer].bare, timeout=10)
-        for bot in ("bot1", "bot2"):
-            await shop.dist.bot(jid, c[bot].bare, timeout=10)
-        for payer in payer_names:
-            await c[payer].close()
-        clients = [c[n] for n in names]
-        earners = [c[n] for n in ("shop", "district", "city", "province", "alice", "bob")]
-        bots = [Bot(c[b], shop.bare, [c[p].bare for p in payer_names]) for b in ("bot1", "bot2")]
+        clients, earners, bots = await _network(prosody, jid)
         yield World(backend, url, env, prosody, component, jid, clients, earners, bots)
     finally:
         await asyncio.gather(*(cl.close() for cl in clients))

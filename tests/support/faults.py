@@ -30,7 +30,7 @@ from slixmpp import Message
 from slixmpp.exceptions import IqError, IqTimeout
 from sqlalchemy import func, select
 
-from imserver.devserver.prosody import ProsodyInstance
+from imserver.devserver.prosody import ProsodyInstance, terminate
 from imserver.store.db import Database
 from imserver.store.models import LedgerTxn, Member, OutboxMessage, Payment, PaymentShare
 from plugins.distribution import NS
@@ -139,15 +139,8 @@ class ComponentProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the graceful stop of ``imserver run``), then SIGKILL if it hangs."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        if self.process is not None:
+            terminate(self.process, timeout)
 
     @property
     def alive(self) -> bool:
