@@ -302,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default="config.toml", help="config file (default: %(default)s)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="LOGGER",
+        help="log LOGGER at DEBUG, e.g. imserver.batches (batch commits); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="bring the database to the newest schema").set_defaults(
         func=cmd_migrate
@@ -360,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("alembic", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in args.trace:
+        logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         config = load_config(args.config)
         return int(args.func(config, args))
