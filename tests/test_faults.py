@@ -543,7 +543,10 @@ def save(figures: dict[str, Any]) -> None:
     that every figure the docs give can be traced to a run."""
     root = Path(__file__).parents[1]
     commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=root, capture_output=True, text=True
+        ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+        cwd=root,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {"date": at, "commit": commit or None, **figures}
