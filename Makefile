@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit soak bench bench-full prosody ejabberd postgres clean
+.PHONY: run run-ejabberd test lint unit soak bench bench-full prosody ejabberd postgres clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ postgres:
 ## Start the whole service: private Prosody on loopback, migrated SQLite, region data.
 run: $(STAMP) prosody
 	$(BIN)/imserver dev
+
+## A private ejabberd on config.toml's ports instead of Prosody (var/ejabberd); then
+## start `imserver run` as many times as wanted (on PostgreSQL) against it.
+run-ejabberd: $(STAMP) ejabberd
+	$(BIN)/python -m imserver.devserver.ejabberd
 
 lint: $(STAMP)
 	$(BIN)/ruff check imserver plugins tests bench migrations

@@ -23,11 +23,15 @@ against about a second for each ``ejabberdctl register`` (it boots an Erlang VM)
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import http.client
 import json
 import os
 import secrets
 import shutil
+import signal
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,6 +39,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, ClassVar
 
+from imserver.config import ConfigError, load_config
 from imserver.devserver.server import (
     PrivateServer,
     ServerBusy,
@@ -87,7 +92,7 @@ class EjabberdInstance(PrivateServer):
 
     http_port: int = 5280
     dist_port: int = 0
-    node: str = ""  # Erlang node name; default from the client port
+    node: str = ""  # Erlang node name; default from the data dir
     cookie: str = field(default_factory=lambda: secrets.token_hex(16))
 
     name: ClassVar[str] = "ejabberd"
@@ -100,7 +105,10 @@ class EjabberdInstance(PrivateServer):
         if not self.dist_port:
             self.dist_port = free_port()
         if not self.node:
-            self.node = f"imserver_ejabberd_{self.client_port}@localhost"
+            # Mnesia's spool belongs to the node that created it: the name must stay the
+            # same for a data dir whatever the ports (a new name: "node_not_running").
+            digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:10]
+            self.node = f"imserver_ejabberd_{digest}@localhost"
 
     @property
     def pid_path(self) -> Path:
@@ -261,3 +269,55 @@ class EjabberdInstance(PrivateServer):
 def _erl_string(path: Path) -> str:
     """An Erlang string literal for a command-line application parameter."""
     return json.dumps(str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m imserver.devserver.ejabberd`` (``make run-ejabberd``): a private
+    ejabberd in the foreground on the ports and component of config.toml's ``[xmpp]``, in
+    place of ``make run``'s Prosody, for trying several ``imserver run`` on one machine."""
+    parser = argparse.ArgumentParser(prog="python -m imserver.devserver.ejabberd")
+    parser.add_argument("--config", default="config.toml", help="(default: %(default)s)")
+    parser.add_argument("--data-dir", default="var/ejabberd", help="(default: %(default)s)")
+    parser.add_argument(
+        "--http-port", type=int, default=5280, help="account API on loopback (%(default)s)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        x = load_config(args.config).xmpp
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    instance = EjabberdInstance(
+        Path(args.data_dir),
+        domain=x.domain,
+        client_port=x.client_port,
+        component_port=x.component_port,
+        http_port=args.http_port,
+        components={x.component: x.secret},
+        extra_hosts=tuple(d for d in x.member_domains if d != x.domain),
+    )
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    # Taken synchronously below; the node's child unblocks them (child_setup).
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        instance.start(timeout=60)
+    except EjabberdError as exc:
+        print(f"ejabberd: {exc}", file=sys.stderr)
+        return 3
+    try:
+        print(
+            f"ejabberd on 127.0.0.1: clients {x.client_port}, component {x.component} on "
+            f"{x.component_port} (any number of `imserver run`), account API "
+            f"{args.http_port}; log {instance.log_path}\n"
+            f"accounts: {' '.join(instance.ctl_command('register', 'USER', x.domain, 'PW'))}"
+            "\nCtrl-C stops it.",
+            flush=True,
+        )
+        signal.sigwait(stops)
+    finally:
+        instance.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +73,13 @@ async def component_cluster(
     admin: str,
     tmp: Path,
     processes: int = 2,
+    extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
     """``processes`` x ``imserver run`` connected to ``ejabberd`` as ``component``, on a
-    fresh, migrated PostgreSQL database with the shipped regions; all stopped after."""
+    fresh, migrated PostgreSQL database with the shipped regions; all stopped after.
+    ``extra_env``: more ``IMSERVER_*`` settings for every process."""
     pg_name, url = await _fresh_pg_database()
-    env = component_env(ejabberd, component, secret, url, admin)
+    env = {**component_env(ejabberd, component, secret, url, admin), **(extra_env or {})}
     started: list[ComponentProcess] = []
     try:
         await asyncio.to_thread(upgrade, url)
