@@ -17,8 +17,9 @@ collides with another Erlang on the machine (RabbitMQ's epmd, the system ejabber
 the data dir (it sets ``ERL_DIST_PORT`` and the cookie); see ``ctl_command``.
 
 Accounts are created through ejabberd's HTTP API (``register``), on a listener bound to
-127.0.0.1 whose ``api_permissions`` admit loopback callers only: about 1 ms per account,
-against about a second for each ``ejabberdctl register`` (it boots an Erlang VM).
+127.0.0.1 whose ``api_permissions`` admit loopback callers only: 1-2 ms per account on a
+kept connection (``add_accounts``), against 1.4 s for each ``ejabberdctl register`` (it
+boots an Erlang VM).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import secrets
 import shutil
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -231,9 +232,20 @@ class EjabberdInstance(PrivateServer):
         args = cmdline(pid)
         return bool(args) and "beam" in Path(args[0]).name and _erl_string(self.config_path) in args
 
-    def api(self, command: str, args: Mapping[str, Any], timeout: float = 30.0) -> tuple[int, Any]:
-        """Call an ejabberd API command over the loopback HTTP listener: (status, JSON)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+    def api(
+        self,
+        command: str,
+        args: Mapping[str, Any],
+        timeout: float = 30.0,
+        conn: http.client.HTTPConnection | None = None,
+    ) -> tuple[int, Any]:
+        """Call an ejabberd API command over the loopback HTTP listener: (status, JSON).
+
+        ``conn``: a kept-alive connection to reuse (``add_accounts``); else one per call.
+        """
+        own = conn is None
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
         try:
             conn.request(
                 "POST",
@@ -244,7 +256,8 @@ class EjabberdInstance(PrivateServer):
             response = conn.getresponse()
             body = response.read()
         finally:
-            conn.close()
+            if own:
+                conn.close()
         try:
             return response.status, json.loads(body)
         except ValueError:
@@ -252,14 +265,23 @@ class EjabberdInstance(PrivateServer):
 
     def add_account(self, jid: str, password: str) -> None:
         """Create or reset an account (ejabberd must be running)."""
-        user, _, host = jid.partition("@")
-        status, body = self.api("register", {"user": user, "host": host, "password": password})
-        if status == 409:  # already registered: reset the password, as prosodyctl does
-            status, body = self.api(
-                "change_password", {"user": user, "host": host, "newpass": password}
-            )
-        if status != 200:
-            raise EjabberdError(f"ejabberd register {jid} failed ({status}): {body}")
+        self.add_accounts([(jid, password)])
+
+    def add_accounts(self, accounts: Iterable[tuple[str, str]]) -> None:
+        """Create or reset many accounts on one kept-alive connection (1-2 ms each)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        try:
+            for jid, password in accounts:
+                user, _, host = jid.partition("@")
+                args = {"user": user, "host": host, "password": password}
+                status, body = self.api("register", args, conn=conn)
+                if status == 409:  # already registered: reset the password, as prosodyctl
+                    args = {"user": user, "host": host, "newpass": password}
+                    status, body = self.api("change_password", args, conn=conn)
+                if status != 200:
+                    raise EjabberdError(f"ejabberd register {jid} failed ({status}): {body}")
+        finally:
+            conn.close()
 
     def ctl_command(self, *args: str) -> list[str]:
         """The ejabberdctl command line an operator runs against this node."""
