@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 from typing import Any, Self
 
 from slixmpp import ClientXMPP, Message
 
 from plugins.distribution import XEP_Distribution, enable
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client (never used on plain loopback TCP).
+
+    slixmpp makes its own for each client unless given one, and loading the system's CA
+    certificates twice costs about 80 ms a client: most of a login.
+    """
+    return ssl.create_default_context()
 
 
 class LoginFailed(RuntimeError):
@@ -22,7 +34,10 @@ class MemberClient(ClientXMPP):
     def __init__(self, jid: str, password: str) -> None:
         # Loopback only: the private Prosody offers no TLS, so SCRAM goes over plain TCP.
         super().__init__(
-            jid, password, plugin_config={"feature_mechanisms": {"unencrypted_scram": True}}
+            jid,
+            password,
+            plugin_config={"feature_mechanisms": {"unencrypted_scram": True}},
+            ssl_context=_ssl_context(),
         )
         self.enable_starttls = False
         self.enable_direct_tls = False

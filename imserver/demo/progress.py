@@ -4,6 +4,7 @@ a line every tenth of the way elsewhere (a log, a test's captured output)."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import TextIO
 
 WIDTH = 30
@@ -18,6 +19,7 @@ class Progress:
         self.tty = self.out.isatty()
         self._shown = -1
         self.note = ""
+        self.started = time.monotonic()
 
     def advance(self, n: int = 1, note: str = "") -> None:
         """Count ``n`` more units done; ``note`` is shown after the bar."""
@@ -27,17 +29,14 @@ class Progress:
         if self.tty:
             self.out.write("\r" + self._line())
             self.out.flush()
-        elif tenth != self._shown:
+        elif tenth != self._shown and self.count < self.total:  # done() writes the last
             self._shown = tenth
             self.out.write(self._line() + "\n")
 
     def done(self, note: str = "") -> None:
-        """End the step's line."""
-        self.note = note or self.note
-        if self.tty:
-            self.out.write("\r" + self._line() + "\n")
-        elif self._shown != 10:
-            self.out.write(self._line() + "\n")
+        """End the step's line, with the time it took."""
+        self.note = f"{note or self.note}  ({time.monotonic() - self.started:.1f} s)"
+        self.out.write(("\r" if self.tty else "") + self._line() + "\n")
         self.out.flush()
 
     def _line(self) -> str:

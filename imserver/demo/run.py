@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from slixmpp.exceptions import IqError, IqTimeout
+
 from imserver.config import Config
 from imserver.demo.city import AREAS, CITY, SHOPS, CityError, check_places
 from imserver.demo.day import CURRENCY, Tally, run_day
@@ -79,10 +81,14 @@ async def run_demo(config: Config, options: DemoOptions) -> DemoResult:
         srv,
         admin,
     ):
-        how = "started by the demo" if srv.started else "already running"
+        where, component = f"127.0.0.1:{config.xmpp.client_port}", config.xmpp.component
         say(
-            f"Prosody on 127.0.0.1:{config.xmpp.client_port} and the component "
-            f"{config.xmpp.component}: {how}"
+            [
+                f"Using the running Prosody ({where}) and component {component}.",
+                f"Prosody runs on {where} but {component} was not connected: "
+                "the demo started it (imserver run).",
+                f"No Prosody on {where}: the demo started Prosody and {component} (imserver dev).",
+            ][len(srv.started)]
         )
         say(f"Seeding by the protocol (accounts *.{tag}@{config.xmpp.domain}):")
         city = await seed(srv, admin, cast, options.users, rng)
@@ -137,8 +143,8 @@ def report_text(config: Config, result: DemoResult) -> str:
     lines += [f"  {what:<18} {jid:<40} password {pw}" for what, jid, pw in result.accounts]
     if result.started:
         lines.append(
-            "The demo stopped the servers it started; `make run` starts them again with "
-            "these accounts and this database."
+            f"The demo stopped what it started ({' and '.join(result.started)}); `make run` "
+            "starts the servers again with these accounts and this database."
         )
     return "\n".join(lines)
 
@@ -152,6 +158,16 @@ def main(config: Config, options: DemoOptions) -> int:
         result = asyncio.run(run_demo(config, options))
     except (DemoError, CityError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    except IqError as exc:
+        error = exc.iq["error"]
+        print(
+            f"demo: the component refused a request ({error['condition']}): {error['text']}",
+            file=sys.stderr,
+        )
+        return 1
+    except IqTimeout:
+        print("demo: the component did not answer a request within 30 s", file=sys.stderr)
         return 1
     print(report_text(config, result))
     return 0 if result.ok else 1
