@@ -8,16 +8,23 @@ answer from the component.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import pytest
 from sqlalchemy import func, select
 
+from imserver.cli import main
 from imserver.config import Config
+from imserver.demo.city import SHOPS
 from imserver.demo.client import MemberClient
+from imserver.demo.day import plan_day
 from imserver.demo.run import DemoOptions, report_text, run_demo
+from imserver.demo.seed import WAVE, Cast, City, plan_users
+from imserver.demo.servers import DemoError
 from imserver.store.models import Member, Payment
 from tests.conftest import Service
 from tests.support.clients import PASSWORD
@@ -86,3 +93,55 @@ async def test_demo_summary_matches_the_database(service: Service, tmp_path: Pat
         assert answer["type"] == "result" and answer["from"] == service.jid
     finally:
         await client.close()
+
+
+async def test_demo_refuses_a_wrong_admin_password_and_changes_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    await service.admin()  # the admin's account exists, with the tests' password
+    async with service.app.ctx.db.engine.connect() as conn:
+        before = (await conn.execute(select(func.count()).select_from(Member))).scalar_one()
+    with pytest.raises(DemoError, match="already has an account with another password"):
+        await run_demo(
+            demo_config(service),
+            DemoOptions(users=5, payments=5, out=tmp_path, admin_password="not-" + PASSWORD),
+        )
+    async with service.app.ctx.db.engine.connect() as conn:
+        after = (await conn.execute(select(func.count()).select_from(Member))).scalar_one()
+    assert after == before
+
+
+def test_plans_join_through_members_and_fill_the_day() -> None:
+    rng = random.Random(3)
+    merchants = ["shop-a", "shop-b"]
+    plan = plan_users(merchants, 100, rng)
+    for i, (_user, referrer) in enumerate(plan):
+        earlier = {u for u, _ in plan[: (i // WAVE) * WAVE]}
+        assert referrer in merchants or referrer in earlier
+    assert any(r not in merchants for _, r in plan)
+    cast = Cast("t", "localhost", "pw")
+    city = City(cast, merchants={m: SHOPS[0] for m in merchants})
+    city.users = [u for u, _ in plan]
+    city.region = dict.fromkeys(city.users, SHOPS[0].district)
+    day = plan_day(city, 1234, rng)
+    sales = [s for hour in day for s in hour]
+    assert len(day) == 24 and len(sales) == 1234
+    assert len({s.ref for s in sales}) == len(sales)
+    assert all(100 <= s.amount <= 200_000 for s in sales)
+    assert max(len(h) for h in day[11:14]) > 5 * len(day[3]), "lunch is busier than 3 a.m."
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--users", "0"], "give a number from 1 to 5,000"),
+        (["--payments", "many"], "'many' is not a whole number"),
+    ],
+)
+def test_cli_refuses_bad_sizes(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", *args])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
