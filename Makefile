@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: run demo test lint unit soak bench bench-full prosody postgres clean
+.PHONY: run demo test lint unit soak bench bench-full prosody ejabberd postgres clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 prosody:
 	@.ci/ensure-prosody
+
+## ejabberd (Debian's 23.01) for the scale-out tests; the system service stays off.
+ejabberd:
+	@.ci/ensure-ejabberd
 
 postgres:
 	@.ci/ensure-postgres
@@ -40,11 +44,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 ## Lint, type-check, layer contracts and the whole suite on SQLite and PostgreSQL.
-test: $(STAMP) prosody postgres lint
+test: $(STAMP) prosody ejabberd postgres lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
 
 ## The long fault runs.
-soak: $(STAMP) prosody postgres
+soak: $(STAMP) prosody ejabberd postgres
 	$(BIN)/pytest -q -m soak
 
 ## Every benchmark once (the end-to-end one: SQLite, one payer); JSON in bench/results/.

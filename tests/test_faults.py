@@ -46,13 +46,8 @@ from typing import Any
 
 import pytest
 
-from imserver.config import load_config
 from imserver.devserver.prosody import ProsodyInstance, free_port
-from imserver.geo.regions import load_regions_csv
-from imserver.service.context import Context
 from imserver.service.outbox import LEASE
-from imserver.service.regions import load_regions
-from imserver.store.db import Database
 from imserver.store.migrate import upgrade
 from tests.conftest import (
     BACKENDS,
@@ -62,7 +57,6 @@ from tests.conftest import (
 )
 from tests.support.clients import PASSWORD
 from tests.support.faults import (
-    CONFIG,
     Bot,
     ComponentProcess,
     Earning,
@@ -71,6 +65,7 @@ from tests.support.faults import (
     OutboxEntry,
     accepted_by_prosody,
     component_env,
+    load_shipped_regions,
     message_ids,
     outbox_entries,
     payment_load,
@@ -160,15 +155,6 @@ async def _network(
     return [c[n] for n in names], earners, bots
 
 
-async def _load_regions(env: dict[str, str], url: str) -> None:
-    config = load_config(CONFIG, env={k: v for k, v in env.items() if k.startswith("IMSERVER_")})
-    db = Database(url)
-    try:
-        await load_regions(Context(db, config), load_regions_csv())
-    finally:
-        await db.dispose()
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 async def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -196,7 +182,7 @@ async def world(
     admin_jid = f"admin@{DOMAIN}"
     env = component_env(prosody, jid, SECRET, url, admin_jid)
     await asyncio.to_thread(upgrade, url)
-    await _load_regions(env, url)
+    await load_shipped_regions(env, url)
     component = ComponentProcess(env, tmp / "imserver.log")
     component.start()
     clients: list[FaultClient] = []

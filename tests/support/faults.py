@@ -30,7 +30,11 @@ from slixmpp import Message
 from slixmpp.exceptions import IqError, IqTimeout
 from sqlalchemy import func, select
 
-from imserver.devserver.prosody import ProsodyInstance, terminate
+from imserver.config import load_config
+from imserver.devserver.server import PrivateServer, terminate
+from imserver.geo.regions import load_regions_csv
+from imserver.service.context import Context
+from imserver.service.regions import load_regions
 from imserver.store.db import Database
 from imserver.store.models import LedgerTxn, Member, OutboxMessage, Payment, PaymentShare
 from plugins.distribution import NS
@@ -61,10 +65,11 @@ def _imserver() -> list[str]:
 
 
 def component_env(
-    prosody: ProsodyInstance, component: str, secret: str, url: str, admin: str
+    prosody: PrivateServer, component: str, secret: str, url: str, admin: str
 ) -> dict[str, str]:
     """The environment of a child ``imserver``: this process's, minus any IMSERVER_* of
-    its own, plus the config of a component on ``prosody`` and database ``url``.
+    its own, plus the config of a component on ``prosody`` (or ejabberd) and database
+    ``url``.
 
     The reconnect cap is left at the shipped default (config.toml) on purpose: the
     Prosody-restart test measures the back-off that operators get.
@@ -84,6 +89,16 @@ def component_env(
         }
     )
     return env
+
+
+async def load_shipped_regions(env: Mapping[str, str], url: str) -> None:
+    """Load the shipped region data into the (migrated) database at ``url``."""
+    config = load_config(CONFIG, env={k: v for k, v in env.items() if k.startswith("IMSERVER_")})
+    db = Database(url)
+    try:
+        await load_regions(Context(db, config), load_regions_csv())
+    finally:
+        await db.dispose()
 
 
 def run_cli(env: Mapping[str, str], *args: str, timeout: float = 60.0) -> tuple[int, str]:
@@ -107,9 +122,13 @@ class ComponentProcess:
     writes one "connected to" line, which is how the tests see it (re)connect.
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, trace: tuple[str, ...] = ()
+    ) -> None:
         self.env = dict(env)
         self.log_path = log_path
+        # Loggers at DEBUG besides imserver.batches (its lines are read by batch_open).
+        self.trace = ("imserver.batches", *trace)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
@@ -123,7 +142,13 @@ class ComponentProcess:
         assert self.process is None or self.process.poll() is not None
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*_imserver(), "--config", str(CONFIG), "--trace", "imserver.batches", "run"],
+                [
+                    *_imserver(),
+                    "--config",
+                    str(CONFIG),
+                    *(arg for name in self.trace for arg in ("--trace", name)),
+                    "run",
+                ],
                 env=self.env,
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
