@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: run run-ejabberd test lint unit soak bench bench-full prosody ejabberd postgres clean
+.PHONY: run run-ejabberd demo test lint unit soak bench bench-full prosody ejabberd postgres clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,16 @@ run: $(STAMP) prosody
 ## start `imserver run` as many times as wanted (on PostgreSQL) against it.
 run-ejabberd: $(STAMP) ejabberd
 	$(BIN)/python -m imserver.devserver.ejabberd
+
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[demo]'
+	@touch $(DEMO_STAMP)
+
+## The demo: a small city seeded through Prosody, a day of payments, a summary from the
+## database and a picture of the network (SVG and PNG, drawn with the [demo] extra's
+## matplotlib). Uses the Prosody and component of a running `make run`, or starts them.
+demo: $(DEMO_STAMP) prosody
+	$(BIN)/imserver demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check imserver plugins tests bench migrations

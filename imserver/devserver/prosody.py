@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from imserver.devserver.server import (
     PrivateServer,
@@ -25,6 +25,9 @@ from imserver.devserver.server import (
     free_port,
     terminate,
 )
+
+if TYPE_CHECKING:
+    from imserver.config import Config
 
 PROSODY = "prosody"
 PROSODYCTL = "prosodyctl"
@@ -120,3 +123,15 @@ class ProsodyInstance(PrivateServer):
         )
         if result.returncode != 0:
             raise ProsodyError(f"prosodyctl register failed: {result.stderr or result.stdout}")
+
+
+def for_config(config: Config) -> ProsodyInstance:
+    """The private Prosody that config.toml describes (the one of ``make run``)."""
+    x = config.xmpp
+    return ProsodyInstance(
+        Path(config.prosody.data_dir),
+        domain=x.domain,
+        client_port=x.client_port,
+        component_port=x.component_port,
+        components={x.component: x.secret},
+    )

@@ -123,6 +123,12 @@ class PrivateServer:
         """Whether it serves (called while it runs; by default: all its ports listen)."""
         return all(listening(p) for p in self.ports())
 
+    def running(self) -> bool:
+        """Whether this data dir's server runs (whoever started it) and serves: what
+        ``imserver demo`` asks to find the server of ``make run``."""
+        pid = read_pid(self.pid_path)
+        return pid is not None and alive(pid) and self.runs_config(pid) and self.ready()
+
     # The life cycle.
 
     @property
