@@ -39,7 +39,7 @@ class Cluster:
         text = self.processes[index].log_path.read_text(errors="replace")
         # Whole lines only: a process may be writing the last one.
         text = text[: text.rfind("\n") + 1]
-        return Counter(m.groups() for m in REQUEST_LINE.finditer(text))
+        return Counter((m[1], m[2]) for m in REQUEST_LINE.finditer(text))
 
     def answered_for(self, index: int, senders: set[str]) -> int:
         """How many requests of ``senders`` process ``index`` answered."""
