@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit soak bench bench-full prosody postgres clean
+.PHONY: run test lint unit soak bench bench-full prosody postgres fonts zbar clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,15 @@ prosody:
 postgres:
 	@.ci/ensure-postgres
 
+## The CJK font of invite posters; the QR and PDF readers of their tests.
+fonts:
+	@.ci/ensure-fonts
+
+zbar:
+	@.ci/ensure-zbar
+
 ## Start the whole service: private Prosody on loopback, migrated SQLite, region data.
-run: $(STAMP) prosody
+run: $(STAMP) prosody fonts
 	$(BIN)/imserver dev
 
 lint: $(STAMP)
@@ -29,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 ## Lint, type-check, layer contracts and the whole suite on SQLite and PostgreSQL.
-test: $(STAMP) prosody postgres lint
+test: $(STAMP) prosody postgres fonts zbar lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
 
 ## The long fault runs.

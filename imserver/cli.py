@@ -296,6 +296,24 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invite(config: Config, args: argparse.Namespace) -> int:
+    """Write a member's invite poster (or QR code) and print its URI."""
+    from imserver.posters.fonts import FontMissing
+    from imserver.service.errors import ServiceError
+    from imserver.service.invites import write_invite
+
+    try:
+        invite = asyncio.run(write_invite(config, args.jid, Path(args.out), args.qr))
+    except ServiceError as exc:
+        print(f"error: {exc.text}", file=sys.stderr)
+        return 1
+    except (FontMissing, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{invite.uri}\nwritten to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
     parser.add_argument(
@@ -341,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("dest", help="the new backup file (never overwritten)")
     backup.set_defaults(func=cmd_backup)
+    invite = sub.add_parser("invite", help="write a member's invite poster or QR code")
+    invite.add_argument("jid", help="the member's bare JID")
+    invite.add_argument(
+        "--out", required=True, help="poster: FILE.pdf or FILE.png; with --qr: FILE.png or FILE.svg"
+    )
+    invite.add_argument("--qr", action="store_true", help="the QR code alone, not the poster")
+    invite.set_defaults(func=cmd_invite)
     sub.add_parser("run", help="run the component (existing XMPP server)").set_defaults(
         func=cmd_run
     )
