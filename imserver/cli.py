@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, ProsodyInstance, StartInterrupted
 from imserver.devserver.stopping import Stopper, StopRequested
+from imserver.posters.fonts import FontMissing
 from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
@@ -298,7 +299,6 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_invite(config: Config, args: argparse.Namespace) -> int:
     """Write a member's invite poster (or QR code) and print its URI."""
-    from imserver.posters.fonts import FontMissing
     from imserver.service.errors import ServiceError
     from imserver.service.invites import write_invite
 
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProsodyError as exc:
         print(f"prosody: {exc}", file=sys.stderr)
         return 3
-    except UnsafeEnvironment as exc:
+    except (UnsafeEnvironment, FontMissing) as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
 

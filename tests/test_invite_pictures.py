@@ -3,6 +3,9 @@ No database, no XMPP: the pictures alone."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from imserver.domain.invites import invite_code, invite_uri, poster_url, xmpp_ur
 from imserver.posters import fonts, poster, qr
 from tests.support.scan import pdf_page, pdf_text, scaled, svg_pixels, zbar
 
+REPO = Path(__file__).parents[1]
 URIS = [
     invite_uri("dist.example.org", "440305-M00000001"),
     invite_uri("dist.localhost", "110105123456-U99999999"),  # the longest rule number
@@ -99,3 +103,22 @@ def test_a_missing_font_says_how_to_install_one(
         fonts.find_cjk_font()
     with pytest.raises(fonts.FontMissing, match="is not a file"):
         fonts.find_cjk_font(str(tmp_path / "nope.ttf"))
+
+
+def test_a_server_that_publishes_posters_refuses_to_start_without_a_font(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "IMSERVER_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}",
+        "IMSERVER_INVITES__PUBLIC_BASE_URL": "https://dist.example.org",
+        "IMSERVER_INVITES__FONT": str(tmp_path / "missing.ttf"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "imserver.cli", "--config", str(REPO / "config.toml"), "run"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"refusing to start: invites.font: {tmp_path / 'missing.ttf'} is not a file" in (
+        done.stderr
+    )

@@ -95,6 +95,12 @@ class Invites:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    def check_font(self) -> None:
+        """Raise ``FontMissing`` when posters are published and none can be drawn: a
+        start refused with the reason beats poster links that fail."""
+        if self.ctx.config.invites.public_base_url:
+            find_cjk_font(self.ctx.config.invites.font)
+
     def view(self, member: MemberRecord) -> InviteView:
         """The invite of a member (whatever its status: callers check it)."""
         base = self.ctx.config.invites.public_base_url
