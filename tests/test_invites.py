@@ -236,3 +236,34 @@ async def test_the_operators_command_writes_posters_and_qr_codes(
     assert (code, err.strip()) == (1, "error: ghost@localhost is not a member")
     code, _, err = await _imserver(service, "invite", net.merchant.bare, "--out", str(svg))
     assert code == 1 and "a poster is written as png or pdf" in err
+
+
+async def test_codes_and_jids_in_one_batch_of_registrations(service: Service, net: Network) -> None:
+    """Registrations submitted together are one batch (service level, as the XMPP layer
+    calls it): codes of several members, JIDs, an unknown code and an ended member's code
+    each get their own answer, and the good ones are stored under the right referrer."""
+    user, user_rule = await joined_user(service, net.merchant.bare)
+    gone, gone_rule = await joined_user(service, net.merchant.bare)
+    await (await service.admin()).dist.terminate(service.jid, gone.bare)
+    named = [net.merchant_rule, user_rule.lower(), user.bare, "440305-U99999998", gone_rule] * 4
+    expected = [net.merchant.bare, user.bare, user.bare, "item-not-found", "not-acceptable"] * 4
+    jids = [service.new_jid("batch") for _ in named]
+    membership = service.app.services.membership
+    batches = membership.writer.batches
+
+    async def outcome(jid: str, referrer: str) -> str:
+        try:
+            view = await membership.register(jid, referrer)
+        except ServiceError as exc:
+            return exc.condition
+        assert view.referrer is not None
+        return view.referrer
+
+    got = await asyncio.gather(*(outcome(j, r) for j, r in zip(jids, named, strict=True)))
+    assert got == expected
+    assert membership.writer.batches == batches + 1, "submitted together, committed together"
+    admin = service.config.admins[0]
+    for jid, referrer in zip(jids, expected, strict=True):
+        if "@" in referrer:
+            chain = await membership.chain(admin, jid)
+            assert chain.upline[0].jid == referrer
