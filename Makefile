@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: run test lint unit soak bench bench-full prosody postgres fonts zbar clean
+.PHONY: run demo test lint unit soak bench bench-full prosody postgres fonts zbar clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,16 @@ zbar:
 ## Start the whole service: private Prosody on loopback, migrated SQLite, region data.
 run: $(STAMP) prosody fonts
 	$(BIN)/imserver dev
+
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[demo]'
+	@touch $(DEMO_STAMP)
+
+## The demo: a small city seeded through Prosody, a day of payments, a summary from the
+## database and a picture of the network (SVG and PNG, drawn with the [demo] extra's
+## matplotlib). Uses the Prosody and component of a running `make run`, or starts them.
+demo: $(DEMO_STAMP) prosody
+	$(BIN)/imserver demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check imserver plugins tests bench migrations

@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imserver.config import Config
 
 PROSODY = "prosody"
 PROSODYCTL = "prosodyctl"
@@ -251,6 +254,21 @@ class ProsodyInstance:
                 time.sleep(0.05)
         raise ProsodyError(f"prosody pid {pid} left by an earlier run would not stop")
 
+    def running(self) -> bool:
+        """Whether this data dir's Prosody runs (whoever started it) and listens on both ports.
+
+        What ``imserver demo`` asks to find the Prosody of ``make run``: the pid in our
+        pidfile is alive, runs our config file, and the client and component ports answer.
+        """
+        pid = _read_pid(self.pid_path)
+        return (
+            pid is not None
+            and _alive(pid)
+            and _runs_config(pid, self.config_path)
+            and _listening(self.client_port)
+            and _listening(self.component_port)
+        )
+
     def restart(self) -> None:
         """Stop and start again on the same ports and data."""
         self.stop()
@@ -285,6 +303,18 @@ class ProsodyInstance:
         )
         if result.returncode != 0:
             raise ProsodyError(f"prosodyctl register failed: {result.stderr or result.stdout}")
+
+
+def for_config(config: Config) -> ProsodyInstance:
+    """The private Prosody that config.toml describes (the one of ``make run``)."""
+    x = config.xmpp
+    return ProsodyInstance(
+        Path(config.prosody.data_dir),
+        domain=x.domain,
+        client_port=x.client_port,
+        component_port=x.component_port,
+        components={x.component: x.secret},
+    )
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -39,6 +39,9 @@ from tests.support.clients import Client
 REPO = Path(__file__).parents[2]
 CONFIG = REPO / "config.toml"
 CONNECTED_MARK = " connected to "  # the component's log line on every session_start
+# The lines of ``--trace imserver.batches``: a batch's transaction begins / has committed.
+BATCH_BEGINS = re.compile(rb"imserver\.batches: batch \w+ of \d+ begins$")
+BATCH_COMMITTED = re.compile(rb"imserver\.batches: batch \w+ committed$")
 # Answers that mean "not handled, nothing changed": Prosody 0.12 answers
 # remote-server-timeout ("Component unavailable") for a component that is not connected;
 # the component answers internal-server-error for a request that failed (rolled back).
@@ -112,13 +115,15 @@ class ComponentProcess:
         self.kills = 0
         self._offset = 0
         self._connections = 0
+        self._batch_offset = 0
+        self._batch_open = False
 
     def start(self) -> None:
         """Spawn a new incarnation (the previous one must be gone)."""
         assert self.process is None or self.process.poll() is not None
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*_imserver(), "--config", str(CONFIG), "run"],
+                [*_imserver(), "--config", str(CONFIG), "--trace", "imserver.batches", "run"],
                 env=self.env,
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
@@ -128,6 +133,40 @@ class ComponentProcess:
                 start_new_session=True,
             )
         self.starts += 1
+        self.batch_open()  # skip the previous incarnation's lines: its batch died with it
+        self._batch_open = False
+
+    def batch_open(self) -> bool:
+        """Whether the newest batch line of the log says a transaction is under way.
+
+        Read right after a SIGKILL, it tells whether the kill landed inside a commit: the
+        component writes its "begins" line before the transaction and its "committed"
+        line after the commit returned, each flushed before it goes on.
+        """
+        with self.log_path.open("rb") as f:
+            f.seek(self._batch_offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1
+        for line in reversed(chunk[:end].splitlines()):
+            if BATCH_BEGINS.search(line):
+                self._batch_open = True
+                break
+            if BATCH_COMMITTED.search(line):
+                self._batch_open = False
+                break
+        self._batch_offset += end
+        return self._batch_open
+
+    async def kill_inside_batch(self, timeout: float = 5.0) -> bool:
+        """SIGKILL as soon as the log shows a batch under way (or at ``timeout``);
+        returns whether the kill landed inside it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.batch_open():
+                break
+            await asyncio.sleep(0.001)
+        self.kill()
+        return self.batch_open()
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as when the machine's OOM killer strikes."""
