@@ -33,6 +33,9 @@ RULE = re.compile(r"\d{6}-[UMA]\d{8}")
 KEYWORDS = {
     "join": "join",
     "chain": "chain",
+    "invite": "invite",
+    "invites": "invites",
+    "invite-statistics": "invite",
     "balance": "balance",
     "statement": "statement",
     "withdraw": "withdraw",
@@ -57,12 +60,18 @@ KEYWORDS = {
     "set-policy": "set",
     "help": "help",
 }
-MEMBER_NODES = {"chain", "balance", "statement", "withdraw", "withdrawals", "policy", "help"}
+MEMBER_NODES = {
+    "chain", "invite", "invites", "balance", "statement", "withdraw", "withdrawals", "policy",
+    "help",
+}  # fmt: skip
 # Who may run each command (the admin of the tests is no member: it may also join, and
 # it reads chains, balances and statements of anyone).
 ALLOWED = {
     "join": {"nonmember", "admin"},
     "chain": {"user", "merchant", "agent", "admin"},
+    "invite": {"user", "merchant", "agent", "admin"},
+    "invites": {"user", "merchant", "agent", "admin"},
+    "invite-statistics": {"admin"},
     "balance": {"user", "merchant", "agent", "admin"},
     "statement": {"user", "merchant", "agent", "admin"},
     "withdraw": {"user", "merchant", "agent"},
@@ -380,7 +389,7 @@ async def test_command_lists_per_requester(service: Service, world: World) -> No
 async def test_unknown_text_suggests_close_commands(service: Service, world: World) -> None:
     answer = await say(world.nonmember, service.jid, f"jion {world.merchant.bare}")
     assert answer.startswith("I don't know “jion”. Did you mean:")
-    assert "join <referrer> — Join through a referrer" in answer
+    assert "join <referrer> — Join through an invite" in answer
     answer = await say(world.admin, service.jid, "merchnt x")
     assert "merchant <jid> <name> <location> [referrer]" in answer
     # Users are never offered admin commands.
