@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 import pytest
 from slixmpp.exceptions import IqError
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.models import Bot
+from imserver.store.models import Bot, CommandSession
 from imserver.xmpp.commands.adhoc import SessionStore
 from tests.conftest import OTHER_DOMAIN, Service
 from tests.support.clients import Client, expect_error
 from tests.support.commands import (
+    COMMANDS_NS,
     adhoc_run,
     adhoc_start,
     adhoc_submit,
@@ -444,6 +445,32 @@ async def test_sessions_are_freed(service: Service, world: World) -> None:
     )
     await adhoc_submit(world.admin, service.jid, step, {"query": world.user.bare})
     assert len(store) == 0
+
+
+async def _stored_sessions(service: Service) -> int:
+    async def count(conn: AsyncConnection) -> int:
+        return int((await conn.execute(select(func.count()).select_from(CommandSession))).scalar())
+
+    return await service.app.db.transaction(count)
+
+
+async def test_sessions_live_in_the_database(service: Service, world: World) -> None:
+    """A step reaches a process that does not remember the session (another process, or
+    this one after a restart): it is rebuilt from the database. A step of a session that
+    ended is bad-request with <bad-sessionid/>, and starts nothing."""
+    store = sessions(service)
+    before = await _stored_sessions(service)
+    step = await adhoc_start(world.admin, service.jid, "find-member")
+    assert await _stored_sessions(service) == before + 1
+    store.clear()  # as if this step reached a process that never saw the session
+    done = await adhoc_submit(world.admin, service.jid, step, {"query": world.user.bare})
+    assert done["command"]["status"] == "completed"
+    assert await _stored_sessions(service) == before
+    error = await expect_error(
+        adhoc_submit(world.admin, service.jid, step, {"query": world.user.bare}), "bad-request"
+    )
+    assert error.xml.find(f".//{{{COMMANDS_NS}}}bad-sessionid") is not None
+    assert len(store) == 0 and await _stored_sessions(service) == before
 
 
 def test_session_store_expires_abandoned_sessions() -> None:
