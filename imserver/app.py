@@ -46,6 +46,7 @@ class App:
 
     async def start(self, timeout: float = 15.0) -> None:
         """Seed the policy, connect to the XMPP server and wait for the handshake."""
+        self.services.invites.check_font()
         await seed_policy(self.ctx)
         self.jobs.start()
         self.component.connect()

@@ -192,6 +192,28 @@ class NotificationsConfig(_Strict):
     window: float = Field(2.0, ge=0.0, le=3600.0, allow_inf_nan=False)
 
 
+class InvitesConfig(_Strict):
+    """Where members' invite posters are published, and the font they are drawn with."""
+
+    # The public address of the component's HTTP endpoint (behind the operator's reverse
+    # proxy), e.g. https://dist.example.org; empty: the invite answer gives no poster link.
+    public_base_url: str = ""
+    # A TrueType CJK font file for the posters; empty: Debian's fonts-wqy-zenhei.
+    font: str = ""
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if v:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("public_base_url must be http(s)://host[:port][/path] or empty")
+            if parts.query or parts.fragment:
+                raise ValueError("public_base_url takes no query or fragment")
+        return v
+
+
 class Config(_Strict):
     admins: tuple[str, ...] = ("admin@localhost",)
     xmpp: XmppConfig = XmppConfig()
@@ -204,6 +226,7 @@ class Config(_Strict):
     payments: PaymentsConfig = PaymentsConfig()
     registrations: RegistrationsConfig = RegistrationsConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    invites: InvitesConfig = InvitesConfig()
 
     @field_validator("admins")
     @classmethod
