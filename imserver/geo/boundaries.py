@@ -45,6 +45,9 @@ _FORMAT_VERSION = 1
 # Mean length of one degree of latitude; used only to size the search box for
 # candidates, never for a reported distance (geopy does those).
 _KM_PER_DEG = 111.32
+# The shortest degree of latitude (at the equator) in km: a lower bound for
+# turning a planar distance in degrees into a geodesic one.
+_KM_PER_DEG_MIN = 110.5
 
 
 class BoundaryDataError(ValueError):
@@ -211,6 +214,47 @@ class Boundaries:
         if best is None or best[1] > max_km:
             return None
         return best
+
+
+    def around(
+        self, lat: float, lon: float, band_km: float, reach_km: float
+    ) -> list[tuple[str, float]]:
+        """The districts near the point, nearest first, as ``(code, km)`` (geodesic).
+
+        Every district within ``band_km`` is listed (one holding the point at
+        0.0), and beyond the band the nearest ones up to the second district
+        found, within ``reach_km``: what the uncertainty band needs, the
+        distance from a point to the border it might really lie across.
+        """
+        _check_point(lat, lon)
+        for km in (band_km, reach_km):
+            if not (km >= 0 and math.isfinite(km)):
+                raise ValueError(f"distances must be finite and >= 0, got {km}")
+        reach_km = max(reach_km, band_km)
+        radius = _search_radius_deg(lat, reach_km)
+        # A planar degree is at least this many km at this latitude: a bound
+        # that lets the loop stop before measuring far candidates.
+        km_per_deg_min = _KM_PER_DEG_MIN * max(math.cos(math.radians(lat)), 0.01)
+        found: list[tuple[str, float]] = []
+        with self._lock:
+            point = shapely.Point(lon, lat)
+            candidates = self._tree.query(point, predicate="dwithin", distance=radius)
+            if len(candidates) == 0:
+                return found
+            planar = shapely.distance(self._geoms[candidates], point)
+            for order in np.argsort(planar, kind="stable"):
+                lower_km = float(planar[order]) * km_per_deg_min
+                if lower_km > reach_km or (
+                    len(found) >= 2 and lower_km > max(band_km, found[1][1])
+                ):
+                    break
+                idx = int(candidates[order])
+                km = _geodesic_to_polygon(self._geoms[idx], point, lat, lon)
+                if km <= reach_km:
+                    found.append((self._codes[idx], km))
+                    found.sort(key=lambda pair: (pair[1], pair[0]))
+        cutoff = max(band_km, found[1][1]) if len(found) >= 2 else reach_km
+        return [pair for pair in found if pair[1] <= cutoff]
 
 
 def _check_point(lat: float, lon: float) -> None:
