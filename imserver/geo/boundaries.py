@@ -215,7 +215,6 @@ class Boundaries:
             return None
         return best
 
-
     def around(
         self, lat: float, lon: float, band_km: float, reach_km: float
     ) -> list[tuple[str, float]]:
@@ -255,6 +254,19 @@ class Boundaries:
                     found.sort(key=lambda pair: (pair[1], pair[0]))
         cutoff = max(band_km, found[1][1]) if len(found) >= 2 else reach_km
         return [pair for pair in found if pair[1] <= cutoff]
+
+    def nearest_point(self, code: str, lat: float, lon: float) -> tuple[float, float]:
+        """The point of ``code``'s polygon nearest to the WGS-84 point, as (lat, lon).
+
+        The point itself when the polygon holds it (KeyError for an unknown code).
+        """
+        _check_point(lat, lon)
+        geom = self.geometry(code)
+        with self._lock:
+            if shapely.intersects_xy(geom, lon, lat):
+                return lat, lon
+            near = shapely.shortest_line(geom, shapely.Point(lon, lat)).coords[0]
+        return near[1], near[0]
 
 
 def _check_point(lat: float, lon: float) -> None:

@@ -9,6 +9,9 @@ that polygon, ``Boundaries.around``): there the generalised outlines and a
 coordinate recalled to a few hundred metres can both put it on the wrong
 side, so near-border places are reported as a figure of their own, with the
 tiers of issue 14 (1 km or more, 300 m to 1 km, under 300 m).
+
+The uncertainty band is scored too: a place the resolver is unsure of must have its
+right district among the candidates, and one it is sure of must be right.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from geo_places import Place
 
 from imserver.geo.boundaries import Boundaries
 from imserver.geo.errors import ResolveError
-from imserver.geo.resolver import Resolver
+from imserver.geo.resolver import DEFAULT_BAND_KM, Resolver
 
 MAINLAND_PROVINCES = {
     "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37",
@@ -88,8 +91,9 @@ def test_district_and_province_accuracy(
 ) -> None:
     right: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    province_ok = 0
+    province_ok = asked = 0
     misses: list[str] = []
+    band_wrong: list[str] = []
     hows: Counter[str] = Counter()
     for place in places:
         code: str | None
@@ -97,6 +101,13 @@ def test_district_and_province_accuracy(
         try:
             got = resolver.resolve_point(place.lat, place.lon)
             code, province, how = got.code, got.chain[0][0], got.how
+            asked += got.uncertain
+            # Inside the band the right district is among the candidates; outside it
+            # the answer is confident, so it must be right.
+            if got.uncertain and place.code not in [c.code for c in got.candidates]:
+                band_wrong.append(f"{place.name}: {place.code} not among {got.candidates}")
+            if not got.uncertain and got.code != place.code:
+                band_wrong.append(f"{place.name}: confident {got.code}, is {place.code}")
         except ResolveError as exc:
             code, province, how = None, None, f"error: {exc}"
         hows[how] += 1
@@ -122,12 +133,15 @@ def test_district_and_province_accuracy(
         f"near_border_under_{NEAR_BORDER_KM:g}km": f"{near_right}/{near_total}",
         "by_km_to_other_district": {t: f"{right[t]}/{total[t]}" for t, _ in TIERS},
         "province_accuracy": f"{province_ok}/{len(places)}",
+        f"asked_within_{DEFAULT_BAND_KM:g}km_band": f"{asked}/{len(places)}",
+        "wrong_by_the_band": band_wrong,
         "how": dict(hows),
         "misses": misses,
     }
     with capsys.disabled():
         print("\ngeo accuracy:", json.dumps(figures, ensure_ascii=False, indent=1))
     assert province_ok == len(places)
+    assert band_wrong == []
     far = TIERS[0][0]
     assert right[far] / total[far] >= 0.99, misses
     assert all_right / len(places) >= 0.95, misses

@@ -23,6 +23,7 @@ from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.errors import ServiceError
 from imserver.xmpp.commands.base import (
     Args,
+    Choice,
     Command,
     Confirmation,
     Field,
@@ -302,10 +303,28 @@ class AdHoc:
             session["payload"] = render_form(form)
             session["next"] = self._confirmer(result)
             return session
+        if isinstance(result, Choice):
+            pick = Field("choice", "Choose", "list", options=result.options)
+            form = Form("Choose", "\n".join((result.prompt, *result.lines)), (pick,))
+            session["payload"] = render_form(form)
+            session["next"] = self._chooser(result, pick)
+            return session
         session["payload"] = render_result(result)
         session["notes"] = [("info", result.title)]
         session["next"] = None
         return session
+
+    def _chooser(self, choice: Choice, pick: Field) -> Callable[[Any, Session], Awaitable[Session]]:
+        async def choose(payload: Any, session: Session) -> Session:
+            async def step() -> Session:
+                value = choice.pick(form_args(payload, (pick,))["choice"])
+                if value is None:
+                    raise ServiceError("bad-request", "choose one of the options offered")
+                return await self._show(session, await choice.proceed(value))
+
+            return await self._freeing(session, step)
+
+        return choose
 
     def _confirmer(
         self, confirmation: Confirmation

@@ -19,6 +19,7 @@ from slixmpp.exceptions import XMPPError
 from imserver.service.errors import ServiceError
 from imserver.xmpp.commands.base import (
     Args,
+    Choice,
     Command,
     Confirmation,
     Result,
@@ -130,11 +131,20 @@ def usage_text(command: Command) -> str:
     return f"Usage: {command.usage}\n{command.help}"
 
 
+def choice_text(choice: Choice) -> str:
+    """A choice as a numbered list, for a reply with a number or a value."""
+    lines = [choice.prompt]
+    lines += [f"{n}. {label}" for n, (_, label) in enumerate(choice.options, start=1)]
+    lines += choice.lines
+    lines.append("Reply with the number or the code to choose; anything else cancels.")
+    return "\n".join(lines)
+
+
 @dataclass
 class Pending:
-    """A question waiting for the sender's yes."""
+    """A question waiting for the sender's yes, or for its pick of an option."""
 
-    confirmation: Confirmation
+    confirmation: Confirmation | Choice
     deadline: float
 
 
@@ -208,8 +218,13 @@ class Chat:
         pending = self._take_pending(actor)
         if pending is not None:
             word = body.lower().strip(" .!")
-            if word in YES:
-                return await self._run(actor, None, pending.confirmation.proceed)
+            question = pending.confirmation
+            if isinstance(question, Choice):
+                picked = question.pick(body.strip(" .!"))
+                if picked is not None:
+                    return await self._run(actor, None, lambda: question.proceed(picked))
+            elif word in YES:
+                return await self._run(actor, None, question.proceed)
             if word in NO:
                 return "Cancelled: nothing was changed."
         words = tokenize(body)
@@ -243,6 +258,9 @@ class Chat:
         if isinstance(result, Confirmation):
             self._put_pending(actor, result)
             return f"{result.prompt}\nReply yes to confirm; anything else cancels."
+        if isinstance(result, Choice):
+            self._put_pending(actor, result)
+            return choice_text(result)
         return render(result)
 
     def _error(self, exc: ServiceError) -> str:
@@ -270,7 +288,7 @@ class Chat:
             return None
         return pending
 
-    def _put_pending(self, actor: str, confirmation: Confirmation) -> None:
+    def _put_pending(self, actor: str, confirmation: Confirmation | Choice) -> None:
         now = self.clock()
         for jid in [j for j, p in self.pending.items() if p.deadline < now]:
             del self.pending[jid]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from imserver.domain.chains import SCOPES
 from imserver.service.authz import Capability
+from imserver.service.locations import NearBorder, geo_uri, osm_url
 from imserver.service.membership import Location
 from imserver.service.views import ChainView, MemberView
 from imserver.xmpp.commands.base import (
     Args,
     Cell,
+    Choice,
     Command,
     Field,
     Result,
@@ -100,16 +104,38 @@ class AddMerchant(Command):
         Field("location", "Region code, lat,lon or address"),
         Field("referrer", "Referrer's JID", "jid", required=False),
     )
+    # Near a district border the admin is asked to choose the district.
+    confirms = True
 
     async def run(self, actor: str, args: Args) -> Result:
-        view = await self.services.membership.add_merchant(
-            actor,
-            required(args, "jid"),
-            required(args, "name"),
-            optional(args, "referrer"),
-            location_of(required(args, "location")),
-        )
-        return Text(f"Merchant added: {view.rule_number}", member_details(view))
+        jid, name = required(args, "jid"), required(args, "name")
+        referrer = optional(args, "referrer")
+        location = location_of(required(args, "location"))
+
+        async def add(accept: str | None) -> Result:
+            view = await self.services.membership.add_merchant(
+                actor, jid, name, referrer, replace(location, accept=accept)
+            )
+            return Text(f"Merchant added: {view.rule_number}", member_details(view))
+
+        try:
+            return await add(None)
+        except NearBorder as near:
+            return district_choice(near, add)
+
+
+def district_choice(near: NearBorder, add: Callable[[str], Awaitable[Result]]) -> Choice:
+    """The candidate districts of a location near a border, each with its map links."""
+    candidates = near.resolved.candidates
+    lines = [f"{c.code}: {geo_uri(c.lat, c.lon)} {osm_url(c.lat, c.lon)}" for c in candidates]
+    return Choice(
+        f"Not added yet: the location lies within {near.resolved.band_km or 0:g} km of a "
+        "district border, where the boundary data cannot tell the district. "
+        "Which district is the merchant in?",
+        tuple((c.code, f"{c.code} {c.full_name} ({c.km:.2f} km)") for c in candidates),
+        add,
+        tuple(lines),
+    )
 
 
 class AssignAgent(Command):
