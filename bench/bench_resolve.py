@@ -57,11 +57,14 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def latency(samples_ns: Sequence[int]) -> dict[str, float]:
+def latency(samples_ns: Sequence[int], cpu_ns: int) -> dict[str, float]:
     ordered = sorted(samples_ns)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return {
         "n": len(ordered),
+        # CPU time of this process per call: unlike wall time, not inflated by
+        # other processes on a busy machine.
+        "cpu_us_per_call": round(cpu_ns / len(ordered) / 1000, 1),
         "median_us": round(statistics.median(ordered) / 1000, 1),
         "p99_us": round(p99 / 1000, 1),
         "max_us": round(ordered[-1] / 1000, 1),
@@ -74,16 +77,20 @@ def run(calls: Sequence[Callable[[], Any]]) -> tuple[dict[str, float], Counter[s
         with contextlib.suppress(ValueError):
             call()
     samples = []
+    cpu_start = time.process_time_ns()
     for call in calls:
         start = time.perf_counter_ns()
         try:
             result = call()
             outcome = result.how
+            # Within the uncertainty band (an answer a person would be asked to confirm).
+            uncertain = bool(getattr(result, "uncertain", False))
         except ValueError as exc:
-            outcome = type(exc).__name__
+            outcome, uncertain = type(exc).__name__, False
         samples.append(time.perf_counter_ns() - start)
         outcomes[outcome] += 1
-    return latency(samples), outcomes
+        outcomes["uncertain"] += uncertain
+    return latency(samples, time.process_time_ns() - cpu_start), outcomes
 
 
 def main() -> None:

@@ -41,9 +41,13 @@ __all__ = [
 ]
 
 _SCALE = 1_000_000  # micro-degrees
+# WGS-84 semi-major axis (km) and first eccentricity squared, for short distances.
+_WGS84_A_KM = 6378.137
+_WGS84_E2 = 6.69437999014e-3
+_LOCAL_KM = 50.0
 _FORMAT_VERSION = 1
 # Mean length of one degree of latitude; used only to size the search box for
-# candidates, never for a reported distance (geopy does those).
+# candidates, never for a reported distance (_geodesic_km measures those).
 _KM_PER_DEG = 111.32
 # The shortest degree of latitude (at the equator) in km: a lower bound for
 # turning a planar distance in degrees into a geodesic one.
@@ -199,7 +203,7 @@ class Boundaries:
             point = shapely.Point(lon, lat)
             if math.isinf(max_km):
                 # STRtree.nearest is planar (degrees): good enough to pick the
-                # candidates near a far-away point; geopy measures the result.
+                # candidates near a far-away point; _geodesic_km measures the result.
                 candidates = np.atleast_1d(self._tree.query_nearest(point, all_matches=True))
             else:
                 radius = _search_radius_deg(lat, max_km)
@@ -237,18 +241,24 @@ class Boundaries:
         found: list[tuple[str, float]] = []
         with self._lock:
             point = shapely.Point(lon, lat)
-            candidates = self._tree.query(point, predicate="dwithin", distance=radius)
+            # Envelopes only: the planar distances below do the rest, cheaper than
+            # the tree's own distance predicate.
+            box = shapely.box(lon - radius, lat - radius, lon + radius, lat + radius)
+            candidates = self._tree.query(box)
             if len(candidates) == 0:
                 return found
             planar = shapely.distance(self._geoms[candidates], point)
             for order in np.argsort(planar, kind="stable"):
-                lower_km = float(planar[order]) * km_per_deg_min
+                deg = float(planar[order])
+                lower_km = deg * km_per_deg_min
                 if lower_km > reach_km or (
                     len(found) >= 2 and lower_km > max(band_km, found[1][1])
                 ):
                     break
                 idx = int(candidates[order])
-                km = _geodesic_to_polygon(self._geoms[idx], point, lat, lon)
+                # A polygon at planar distance 0 holds the point (or has it on its
+                # outline): no need to ask GEOS again.
+                km = 0.0 if deg == 0.0 else _km_to_outline(self._geoms[idx], point, lat, lon)
                 if km <= reach_km:
                     found.append((self._codes[idx], km))
                     found.sort(key=lambda pair: (pair[1], pair[0]))
@@ -286,10 +296,33 @@ def _search_radius_deg(lat: float, km: float) -> float:
 def _geodesic_to_polygon(geom: Any, point: Any, lat: float, lon: float) -> float:
     if shapely.intersects_xy(geom, lon, lat):
         return 0.0
+    return _km_to_outline(geom, point, lat, lon)
+
+
+def _km_to_outline(geom: Any, point: Any, lat: float, lon: float) -> float:
     # Nearest point on the outline in plane lon/lat; over the few km that
     # matter it is the geodesically nearest one to well under a metre.
     near = shapely.shortest_line(geom, point).coords[0]
-    return float(geodesic((lat, lon), (near[1], near[0])).km)
+    return _geodesic_km(lat, lon, near[1], near[0])
+
+
+def _geodesic_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Geodesic km between two WGS-84 points.
+
+    Up to ``_LOCAL_KM`` apart, the distance in the plane tangent to the ellipsoid
+    at their mid-latitude (meridional and prime-vertical radii of curvature): it
+    differs from the geodesic by parts per million there, and costs a
+    microsecond where geopy's geodesic costs tens, which mattered once every
+    resolution measures its border distance.  Farther, geopy's geodesic.
+    """
+    phi = math.radians((lat1 + lat2) / 2)
+    w = math.sqrt(1.0 - _WGS84_E2 * math.sin(phi) ** 2)
+    north = math.radians(lat2 - lat1) * _WGS84_A_KM * (1.0 - _WGS84_E2) / w**3
+    east = math.radians(lon2 - lon1) * _WGS84_A_KM / w * math.cos(phi)
+    km = math.hypot(north, east)
+    if km <= _LOCAL_KM:
+        return km
+    return float(geodesic((lat1, lon1), (lat2, lon2)).km)
 
 
 _default_lock = threading.Lock()

@@ -238,23 +238,31 @@ class Resolver:
         wlat, wlon = to_wgs84(lat_f, lon_f, crs)
         bounds = self.boundaries()
         notes: list[str] = []
-        code = bounds.lookup(wlat, wlon)
+        # One search answers both questions: the district holding the point (listed
+        # first at 0 km; on a shared border the smaller code, as ``lookup`` picks) and
+        # the districts near it.
+        near = bounds.around(wlat, wlon, band_km, reach_km)
         how: How = "point"
-        if code is None:
-            near = bounds.nearest(wlat, wlon, max_km)
-            if near is None:
+        if near and near[0][1] == 0.0:
+            code = near[0][0]
+        else:
+            found = bounds.nearest(wlat, wlon, max_km)
+            if found is None:
                 far = bounds.nearest(wlat, wlon, math.inf)
                 raise PointOutOfRange(
                     lat_f, lon_f, far[1] if far else None, max_km, far[0] if far else None
                 )
-            code, km = near
+            code, km = found
             how = "nearest"
             notes.append(
                 f"the point is {km:.1f} km outside {self._index.full_name(code)}, "
                 f"the nearest district (limit {max_km:g} km)"
             )
+            # Off the coast the band is measured from the nearest district: another
+            # as near, give or take the band, is as likely.
+            near = bounds.around(wlat, wlon, km + band_km, max(reach_km, km + band_km))
         resolved = self._near_borders(
-            self._resolved(code, how, notes), bounds, (wlat, wlon), band_km, reach_km
+            self._resolved(code, how, notes), (wlat, wlon, bounds), near, band_km
         )
         if resolved.level < 3:
             # Cities without districts (东莞) and areas the boundary data does
@@ -270,24 +278,20 @@ class Resolver:
     def _near_borders(
         self,
         resolved: Resolved,
-        bounds: Boundaries,
-        point: tuple[float, float],
+        where: tuple[float, float, Boundaries],
+        around: list[tuple[str, float]],
         band_km: float,
-        reach_km: float,
     ) -> Resolved:
-        """``resolved`` with its border distance and, inside the band, its candidates."""
-        lat, lon = point
+        """``resolved`` with its border distance and, inside the band, its candidates.
+
+        ``around`` is what ``Boundaries.around`` found near the point ``where``
+        (lat, lon and the boundaries searched).
+        """
+        lat, lon, bounds = where
         near: dict[str, float] = {}
         polygon_of: dict[str, str] = {}  # live code -> the boundary code measured
-        own_km = 0.0
-        # Outside every polygon the distance to the nearest district is the base the
-        # band is measured from: another district as near, give or take the band,
-        # is as likely.
-        first = bounds.around(lat, lon, band_km, reach_km)
-        if first and first[0][1] > 0.0:
-            own_km = first[0][1]
-            first = bounds.around(lat, lon, own_km + band_km, max(reach_km, own_km + band_km))
-        for code, km in first:
+        own_km = around[0][1] if around else 0.0
+        for code, km in around:
             live = self._index.live(code)
             if live is not None and km < near.get(live.code, math.inf):
                 near[live.code] = km
@@ -307,7 +311,11 @@ class Resolver:
                 for km, code in [(own_km, resolved.code), *inside]
             )
         return replace(
-            resolved, point=point, border_km=border_km, band_km=band_km, candidates=candidates
+            resolved,
+            point=(lat, lon),
+            border_km=border_km,
+            band_km=band_km,
+            candidates=candidates,
         )
 
     def resolve_address(self, text: str) -> Resolved:
