@@ -7,8 +7,10 @@ Measures, in this fresh process:
 
 * start-up: reading the region table, building the resolver (region index
   and address name table) and loading the district boundaries, each timed,
-  with the resident-memory growth (RSS from /proc) they cause;
-* per-lookup latency (median and 99th percentile, microseconds) of
+  with the resident-memory growth (RSS from /proc) they cause, and again
+  after all the lookups below (points in every province);
+* per-lookup latency (median and 99th percentile, microseconds) and CPU
+  time per call (unaffected by other processes on a busy machine) of
   ``resolve_point`` for WGS-84 and GCJ-02 points, of points off the coast
   that take the nearest-district path, and of ``resolve_address`` for
   full, short and noisy addresses.
@@ -152,6 +154,10 @@ def main() -> None:
     sea_stats, sea_how = run([partial(point, *p) for p in offshore])
     addr_stats, addr_how = run([partial(resolver.resolve_address, a) for a in addresses])
     code_stats, _ = run([partial(resolver.resolve_code, r.code) for r in regions])
+    gc.collect()
+    # After lookups in every province: GEOS builds indexes lazily, so this is the
+    # geography's resident share in a process that has been answering for a while.
+    rss_used = rss_kib()
 
     data_dir = Path(__file__).resolve().parents[1] / "imserver" / "geo" / "data"
     print(
@@ -171,6 +177,7 @@ def main() -> None:
                     "rss_before_kib": rss0,
                     "rss_delta_import_kib": rss_import - rss0,
                     "rss_delta_loaded_kib": rss_loaded - rss0,
+                    "rss_delta_after_lookups_kib": rss_used - rss0,
                 },
                 "data": {
                     "regions": len(regions),
