@@ -151,6 +151,14 @@ async def test_accept_must_be_a_candidate_or_the_confident_answer() -> None:
     assert not isinstance(refused.value, NearBorder)
 
 
+async def test_an_address_matched_by_names_has_no_band_but_accept_must_agree() -> None:
+    locations = Locations()
+    named = Location(address="广东省深圳市南山区科技园")
+    assert (await locations.resolve(replace(named, accept="440305"))).code == "440305"
+    with pytest.raises(ServiceError, match="lies in 440305 广东省深圳市南山区, by its names"):
+        await locations.resolve(replace(named, accept="440304"))
+
+
 async def test_band_zero_turns_the_question_off() -> None:
     placed = await Locations(band_km=0.0).resolve(WEST_STATION)
     assert (placed.code, placed.choice) == ("110102", None)

@@ -194,6 +194,7 @@ async def test_far_at_sea_is_refused(service: Service) -> None:
         ({"lat": "22.54", "lon": "113.93", "crs": "utm"}, "coordinate system"),
         ({"lat": "22.54", "lon": "113.93", "address": "深圳市"}, "exactly one"),
         ({"address": "   "}, "empty"),
+        ({"region": "440305", "accept": "440305"}, "accept='…' goes with coordinates"),
         ({"address": "深圳" * 150}, "at most 200"),
     ],
 )
