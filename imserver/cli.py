@@ -11,11 +11,12 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imserver.config import Config, ConfigError, load_config
-from imserver.devserver.prosody import ProsodyError, ProsodyInstance, StartInterrupted
+from imserver.devserver.prosody import ProsodyError, StartInterrupted, for_config
 from imserver.devserver.stopping import Stopper, StopRequested
 from imserver.xmpp.hardening import UnsafeEnvironment
 
@@ -25,17 +26,6 @@ if TYPE_CHECKING:
     from imserver.service.regions import LoadReport
 
 log = logging.getLogger("imserver")
-
-
-def _prosody(config: Config) -> ProsodyInstance:
-    x = config.xmpp
-    return ProsodyInstance(
-        Path(config.prosody.data_dir),
-        domain=x.domain,
-        client_port=x.client_port,
-        component_port=x.component_port,
-        components={x.component: x.secret},
-    )
 
 
 def cmd_migrate(config: Config, _args: argparse.Namespace) -> int:
@@ -112,7 +102,7 @@ def cmd_regions_resolve(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_add(config: Config, args: argparse.Namespace) -> int:
-    _prosody(config).add_account(args.jid, args.password)
+    for_config(config).add_account(args.jid, args.password)
     print(f"account {args.jid} created")
     return 0
 
@@ -215,7 +205,7 @@ def cmd_dev(config: Config, _args: argparse.Namespace) -> int:
     stopper.install()  # first: the imports below take a while
     from imserver.store.migrate import upgrade
 
-    prosody = _prosody(config)
+    prosody = for_config(config)
     # Before the database is touched: a second run must change nothing of the first's.
     prosody.claim()
     stopper.on_emergency(prosody.kill)
@@ -296,12 +286,49 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    """Seed a small city by the protocol, trade for a day, print the summary and draw it."""
+    from imserver.demo.run import DemoOptions, main
+
+    options = DemoOptions(
+        users=args.users,
+        payments=args.payments,
+        out=Path(args.out) if args.out else None,
+        seed=args.seed,
+        admin_password=args.admin_password,
+        config_file=args.config,
+    )
+    return main(config, options)
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number within [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"give a number from {low:,} to {high:,}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
     parser.add_argument(
         "--config", default="config.toml", help="config file (default: %(default)s)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="LOGGER",
+        help="log LOGGER at DEBUG, e.g. imserver.batches (batch commits); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="bring the database to the newest schema").set_defaults(
         func=cmd_migrate
@@ -347,6 +374,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="private Prosody + component in the foreground").set_defaults(
         func=cmd_dev
     )
+    demo = sub.add_parser(
+        "demo",
+        help="seed a small city by the protocol, run a day of payments, summarise and draw it",
+    )
+    demo.add_argument(
+        "--users", type=_count(1, 5000), default=300, help="users who join (default %(default)s)"
+    )
+    demo.add_argument(
+        "--payments",
+        type=_count(1, 100_000),
+        default=3000,
+        help="payments in the day (default %(default)s)",
+    )
+    demo.add_argument("--out", help="folder for the pictures (default: var/demo/<time>-<tag>)")
+    demo.add_argument("--seed", type=int, help="random seed, to replay the same day")
+    demo.add_argument(
+        "--admin-password",
+        help="the password of the config's first admin, if its account exists already",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -360,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("alembic", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in args.trace:
+        logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         config = load_config(args.config)
         return int(args.func(config, args))

@@ -14,6 +14,7 @@ from imserver.service.payments import Payments
 from imserver.service.policy_admin import PolicyAdmin
 from imserver.service.queries import Queries
 from imserver.service.repair import Repair
+from imserver.service.sessions import Sessions
 from imserver.service.settlement import Settlement
 from imserver.service.withdrawals import Withdrawals
 
@@ -34,6 +35,7 @@ class Services:
     settlement: Settlement
     withdrawals: Withdrawals
     outbox: Outbox
+    sessions: Sessions
 
     async def close(self) -> None:
         """Stop the background writers (before the database is disposed)."""
@@ -56,4 +58,5 @@ class Services:
             settlement=Settlement(ctx),
             withdrawals=Withdrawals(ctx),
             outbox=Outbox(ctx),
+            sessions=Sessions(ctx),
         )

@@ -97,12 +97,13 @@ class Choice:
     """A question a person answers by picking one option (a district near a border).
 
     ``options`` are ``(value, label)``; ``lines`` are shown with the question (the
-    options' map links); ``proceed`` runs with the value picked.
+    options' map links). The answer runs the command again with the value picked in
+    its field ``var`` (its checks see the present, like a confirmed step).
     """
 
     prompt: str
+    var: str
     options: tuple[tuple[str, str], ...]
-    proceed: Callable[[str], Awaitable[Result]]
     lines: tuple[str, ...] = ()
 
     def pick(self, answer: str) -> str | None:
@@ -114,6 +115,10 @@ class Choice:
         if text.isdigit() and 1 <= int(text) <= len(values):
             return values[int(text) - 1]
         return None
+
+    def field(self) -> Field:
+        """The form field that asks for the pick."""
+        return Field(self.var, "Choose", "list", options=self.options)
 
 
 Result = Text | Table | Confirmation | Choice

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import shlex
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from slixmpp import Message
 from slixmpp.exceptions import XMPPError
 
 from imserver.service.errors import ServiceError
+from imserver.service.sessions import SessionRecord
 from imserver.xmpp.commands.base import (
     Args,
     Choice,
@@ -40,7 +38,6 @@ CHAT = "chat"  # the operation of a text message, in the pipeline's log and coun
 MAX_BODY = 2000  # characters of a command worth parsing
 MAX_ROWS = 30  # table rows in one chat answer
 CONFIRM_TTL = 120.0  # seconds a question waits for "yes"
-MAX_PENDING = 10_000
 YES = {"yes", "y", "ok", "confirm"}
 NO = {"no", "n", "cancel"}
 BOOL_WORDS = {
@@ -126,11 +123,6 @@ def render(result: Text | Table) -> str:
     return "\n".join(lines)
 
 
-def usage_text(command: Command) -> str:
-    """How to type a command."""
-    return f"Usage: {command.usage}\n{command.help}"
-
-
 def choice_text(choice: Choice) -> str:
     """A choice as a numbered list, for a reply with a number or a value."""
     lines = [choice.prompt]
@@ -140,29 +132,18 @@ def choice_text(choice: Choice) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class Pending:
-    """A question waiting for the sender's yes, or for its pick of an option."""
-
-    confirmation: Confirmation | Choice
-    deadline: float
+def usage_text(command: Command) -> str:
+    """How to type a command."""
+    return f"Usage: {command.usage}\n{command.help}"
 
 
 class Chat:
     """Answers text commands sent to the component's JID."""
 
-    def __init__(
-        self,
-        component: Component,
-        commands: CommandSet,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, component: Component, commands: CommandSet) -> None:
         self.component = component
         self.commands = commands
         self.services = component.services
-        self.clock = clock
-        # Held in memory only: a lost question costs the sender one retyped command.
-        self.pending: dict[str, Pending] = {}
         component.add_event_handler("message", self._on_message)
 
     def _wanted(self, msg: Message) -> bool:
@@ -215,17 +196,19 @@ class Chat:
         """The reply to one text from ``actor``."""
         if len(body) > MAX_BODY:
             return f"That is too long ({len(body)} characters); say help for the commands."
-        pending = self._take_pending(actor)
+        # A question waits in the database, so that the "yes" may reach any process (or
+        # this one after a restart); whatever the next message is, the question ends.
+        pending = await self.services.sessions.take(_question(actor))
         if pending is not None:
             word = body.lower().strip(" .!")
-            question = pending.confirmation
-            if isinstance(question, Choice):
-                picked = question.pick(body.strip(" .!"))
+            command = self.commands.by_node.get(pending.node)
+            if pending.step == "choose" and command is not None and word not in NO:
+                picked = await self._pick(actor, command, pending.args, body.strip(" .!"))
                 if picked is not None:
-                    return await self._run(actor, None, lambda: question.proceed(picked))
-            elif word in YES:
-                return await self._run(actor, None, question.proceed)
-            if word in NO:
+                    return picked
+            elif word in YES and command is not None:
+                return await self._run(actor, command, pending.args, confirmed=True)
+            if word in NO or word in YES:
                 return "Cancelled: nothing was changed."
         words = tokenize(body)
         found = self.commands.match(words)
@@ -243,24 +226,50 @@ class Chat:
                 return self._error(refusal)
             return f"{exc}.\n{usage_text(command)}"
         # The service decides, with its own precise refusal (e.g. "already a member").
-        return await self._run(actor, command, lambda: command.run(actor, args))
+        return await self._run(actor, command, args)
 
     async def _run(
-        self, actor: str, command: Command | None, call: Callable[[], Awaitable[Result]]
+        self, actor: str, command: Command, args: Args, *, confirmed: bool = False
     ) -> str:
+        """Run a command; a confirmed one runs again (its checks see the present) and
+        then proceeds."""
         try:
-            result: Result = await call()
+            result: Result = await command.run(actor, args)
+            if confirmed and isinstance(result, Confirmation):
+                result = await result.proceed()
         except ServiceError as exc:
-            text = self._error(exc)
-            if command is not None and exc.condition == "bad-request":
-                text += f"\nUsage: {command.usage}"
-            return text
-        if isinstance(result, Confirmation):
-            self._put_pending(actor, result)
+            return self._failed(command, exc)
+        return await self._shown(actor, command, args, result)
+
+    async def _pick(self, actor: str, command: Command, args: Args, reply: str) -> str | None:
+        """A reply to a choice: the command again with the value picked, or None when the
+        reply picks no option (it is then read as a command of its own)."""
+        try:
+            result = await command.run(actor, args)  # again: its checks see the present
+        except ServiceError as exc:
+            return self._failed(command, exc)
+        if not isinstance(result, Choice):
+            return await self._shown(actor, command, args, result)
+        value = result.pick(reply)
+        if value is None:
+            return None
+        return await self._run(actor, command, {**args, result.var: value})
+
+    def _failed(self, command: Command, exc: ServiceError) -> str:
+        text = self._error(exc)
+        if exc.condition == "bad-request":
+            text += f"\nUsage: {command.usage}"
+        return text
+
+    async def _shown(self, actor: str, command: Command, args: Args, result: Result) -> str:
+        """A result as the reply; a question is kept for the sender's next message."""
+        if isinstance(result, Confirmation | Choice):
+            step = "confirm" if isinstance(result, Confirmation) else "choose"
+            question = SessionRecord(_question(actor), actor, "", command.node, step, args)
+            await self.services.sessions.keep(question, CONFIRM_TTL)
+            if isinstance(result, Choice):
+                return choice_text(result)
             return f"{result.prompt}\nReply yes to confirm; anything else cancels."
-        if isinstance(result, Choice):
-            self._put_pending(actor, result)
-            return choice_text(result)
         return render(result)
 
     def _error(self, exc: ServiceError) -> str:
@@ -282,16 +291,7 @@ class Chat:
         lines += [f"{c.usage} — {c.help}" for c in close]
         return "\n".join(lines)
 
-    def _take_pending(self, actor: str) -> Pending | None:
-        pending = self.pending.pop(actor, None)
-        if pending is None or pending.deadline < self.clock():
-            return None
-        return pending
 
-    def _put_pending(self, actor: str, confirmation: Confirmation | Choice) -> None:
-        now = self.clock()
-        for jid in [j for j, p in self.pending.items() if p.deadline < now]:
-            del self.pending[jid]
-        while len(self.pending) >= MAX_PENDING:
-            del self.pending[next(iter(self.pending))]
-        self.pending[actor] = Pending(confirmation, now + CONFIRM_TTL)
+def _question(actor: str) -> str:
+    """The key of the question waiting for ``actor``'s yes."""
+    return f"chat:{actor}"
