@@ -135,7 +135,8 @@ def _read_arrays(path: Path) -> tuple[list[str], npt.NDArray[Any]]:
 class Boundaries:
     """District polygons with an STRtree index.
 
-    ``lookup`` and ``nearest`` are safe to call from several threads: GEOS
+    ``lookup``, ``nearest``, ``around`` and ``nearest_point`` are safe to call
+    from several threads: GEOS
     builds a prepared geometry's internal index lazily on first use, which is
     not safe to race, so calls are serialised by a lock (a lookup takes tens
     of microseconds, far less than anything else a request does).

@@ -13,7 +13,7 @@ from geopy.distance import geodesic
 from shapely.geometry import Polygon
 
 from imserver.geo import Region, Resolver
-from imserver.geo.boundaries import Boundaries
+from imserver.geo.boundaries import Boundaries, _geodesic_km
 from imserver.geo.crs import wgs84_to_bd09, wgs84_to_gcj02
 
 # Two districts share the parallel lat 0.5 (south S, north N, lon 0..1); inside N lies
@@ -40,6 +40,33 @@ def land() -> Resolver:
 
 def _km_lat(deg: float) -> float:
     return deg * KM_PER_DEG_LAT
+
+
+def test_around_lists_the_band_and_the_nearest_other_within_reach(land: Resolver) -> None:
+    bounds = land.boundaries()
+    far = bounds.around(0.25, 0.5, 0.5, 30.0)
+    assert [code for code, _ in far] == ["X11", "X12"]
+    assert far[0][1] == 0.0 and far[1][1] == pytest.approx(_km_lat(0.25), rel=0.01)
+    assert bounds.around(0.25, 0.5, 0.5, 5.0) == [("X11", 0.0)]  # the other is beyond reach
+    # In the enclave: all three within a wide band, nearest first.
+    wide = bounds.around(0.71, 0.5, 30.0, 30.0)
+    assert [code for code, _ in wide] == ["X13", "X12", "X11"]
+    assert bounds.nearest_point("X11", 0.71, 0.5) == pytest.approx((0.5, 0.5))
+    assert bounds.nearest_point("X13", 0.71, 0.5) == (0.71, 0.5)
+    with pytest.raises(ValueError, match="finite"):
+        bounds.around(0.25, 0.5, -1.0, 5.0)
+
+
+@pytest.mark.parametrize("km", [0.05, 0.5, 5.0, 40.0, 120.0])
+@pytest.mark.parametrize("lat", [18.0, 31.0, 45.0, 53.0])
+def test_border_distances_agree_with_the_geodesic(lat: float, km: float) -> None:
+    # Diagonal offsets of about ``km``: the tangent-plane figure (up to 50 km) and
+    # geopy's geodesic (beyond) both within 0.2 m of geopy's geodesic.
+    deg = km / 111.0 / 1.4
+    other = (lat + deg, 110.0 + deg)
+    assert _geodesic_km(lat, 110.0, *other) == pytest.approx(
+        geodesic((lat, 110.0), other).km, abs=0.0002
+    )
 
 
 def test_both_sides_of_a_border_inside_the_band(land: Resolver) -> None:
