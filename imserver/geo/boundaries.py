@@ -136,10 +136,10 @@ class Boundaries:
     """District polygons with an STRtree index.
 
     ``lookup``, ``nearest``, ``around`` and ``nearest_point`` are safe to call
-    from several threads: GEOS
-    builds a prepared geometry's internal index lazily on first use, which is
-    not safe to race, so calls are serialised by a lock (a lookup takes tens
-    of microseconds, far less than anything else a request does).
+    from several threads: GEOS builds a prepared geometry's internal index
+    lazily on first use, which is not safe to race, so calls are serialised by
+    a lock (a lookup takes tens of microseconds, far less than anything else a
+    request does).
     """
 
     def __init__(self, codes: Sequence[str], geoms: npt.NDArray[Any]) -> None:
