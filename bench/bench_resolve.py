@@ -7,8 +7,10 @@ Measures, in this fresh process:
 
 * start-up: reading the region table, building the resolver (region index
   and address name table) and loading the district boundaries, each timed,
-  with the resident-memory growth (RSS from /proc) they cause;
-* per-lookup latency (median and 99th percentile, microseconds) of
+  with the resident-memory growth (RSS from /proc) they cause, and again
+  after all the lookups below (points in every province);
+* per-lookup latency (median and 99th percentile, microseconds) and CPU
+  time per call (unaffected by other processes on a busy machine) of
   ``resolve_point`` for WGS-84 and GCJ-02 points, of points off the coast
   that take the nearest-district path, and of ``resolve_address`` for
   full, short and noisy addresses.
@@ -57,11 +59,14 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def latency(samples_ns: Sequence[int]) -> dict[str, float]:
+def latency(samples_ns: Sequence[int], cpu_ns: int) -> dict[str, float]:
     ordered = sorted(samples_ns)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return {
         "n": len(ordered),
+        # CPU time of this process per call: unlike wall time, not inflated by
+        # other processes on a busy machine.
+        "cpu_us_per_call": round(cpu_ns / len(ordered) / 1000, 1),
         "median_us": round(statistics.median(ordered) / 1000, 1),
         "p99_us": round(p99 / 1000, 1),
         "max_us": round(ordered[-1] / 1000, 1),
@@ -74,16 +79,20 @@ def run(calls: Sequence[Callable[[], Any]]) -> tuple[dict[str, float], Counter[s
         with contextlib.suppress(ValueError):
             call()
     samples = []
+    cpu_start = time.process_time_ns()
     for call in calls:
         start = time.perf_counter_ns()
         try:
             result = call()
             outcome = result.how
+            # Within the uncertainty band (an answer a person would be asked to confirm).
+            uncertain = bool(getattr(result, "uncertain", False))
         except ValueError as exc:
-            outcome = type(exc).__name__
+            outcome, uncertain = type(exc).__name__, False
         samples.append(time.perf_counter_ns() - start)
         outcomes[outcome] += 1
-    return latency(samples), outcomes
+        outcomes["uncertain"] += uncertain
+    return latency(samples, time.process_time_ns() - cpu_start), outcomes
 
 
 def main() -> None:
@@ -145,6 +154,10 @@ def main() -> None:
     sea_stats, sea_how = run([partial(point, *p) for p in offshore])
     addr_stats, addr_how = run([partial(resolver.resolve_address, a) for a in addresses])
     code_stats, _ = run([partial(resolver.resolve_code, r.code) for r in regions])
+    gc.collect()
+    # After lookups in every province: GEOS builds indexes lazily, so this is the
+    # geography's resident share in a process that has been answering for a while.
+    rss_used = rss_kib()
 
     data_dir = Path(__file__).resolve().parents[1] / "imserver" / "geo" / "data"
     print(
@@ -164,6 +177,7 @@ def main() -> None:
                     "rss_before_kib": rss0,
                     "rss_delta_import_kib": rss_import - rss0,
                     "rss_delta_loaded_kib": rss_loaded - rss0,
+                    "rss_delta_after_lookups_kib": rss_used - rss0,
                 },
                 "data": {
                     "regions": len(regions),

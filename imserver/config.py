@@ -143,6 +143,14 @@ class GeoConfig(_Strict):
     # A point inside no district polygon (a pier, a coast, an island the boundary data
     # leaves out) goes to the nearest district within this many kilometres, else is refused.
     max_km: float = Field(5.0, ge=0, le=100, allow_inf_nan=False)
+    # The uncertainty band: a point within this many kilometres of another district's
+    # polygon may lie in either (the shipped outlines are generalised; data/README.md of
+    # imserver.geo says how far off they measure), so a merchant placed there is not
+    # placed silently: the admin chooses among the candidates.  0 turns the band off.
+    band_km: float = Field(0.5, ge=0, le=20, allow_inf_nan=False)
+    # How far the distance to the nearest other district is looked for (beyond it a
+    # resolution reports none); at least band_km.
+    reach_km: float = Field(10.0, ge=0, le=100, allow_inf_nan=False)
     # Online geocoder through geopy (a service name such as "nominatim", its base URL and a
     # timeout in seconds); an empty provider means addresses are matched offline only.
     geocoder_provider: str = ""

@@ -253,6 +253,7 @@ async def test_add_merchant_both_ways(service: Service, world: World) -> None:
         "name": ("text-single", True),
         "location": ("text-single", True),
         "referrer": ("jid-single", False),
+        "district": ("text-single", False),
     }
     shop3 = service.new_jid("shop")
     values = result_values(

@@ -41,10 +41,17 @@ __all__ = [
 ]
 
 _SCALE = 1_000_000  # micro-degrees
+# WGS-84 semi-major axis (km) and first eccentricity squared, for short distances.
+_WGS84_A_KM = 6378.137
+_WGS84_E2 = 6.69437999014e-3
+_LOCAL_KM = 50.0
 _FORMAT_VERSION = 1
 # Mean length of one degree of latitude; used only to size the search box for
-# candidates, never for a reported distance (geopy does those).
+# candidates, never for a reported distance (_geodesic_km measures those).
 _KM_PER_DEG = 111.32
+# The shortest degree of latitude (at the equator) in km: a lower bound for
+# turning a planar distance in degrees into a geodesic one.
+_KM_PER_DEG_MIN = 110.5
 
 
 class BoundaryDataError(ValueError):
@@ -128,10 +135,11 @@ def _read_arrays(path: Path) -> tuple[list[str], npt.NDArray[Any]]:
 class Boundaries:
     """District polygons with an STRtree index.
 
-    ``lookup`` and ``nearest`` are safe to call from several threads: GEOS
-    builds a prepared geometry's internal index lazily on first use, which is
-    not safe to race, so calls are serialised by a lock (a lookup takes tens
-    of microseconds, far less than anything else a request does).
+    ``lookup``, ``nearest``, ``around`` and ``nearest_point`` are safe to call
+    from several threads: GEOS builds a prepared geometry's internal index
+    lazily on first use, which is not safe to race, so calls are serialised by
+    a lock (a lookup takes tens of microseconds, far less than anything else a
+    request does).
     """
 
     def __init__(self, codes: Sequence[str], geoms: npt.NDArray[Any]) -> None:
@@ -196,7 +204,7 @@ class Boundaries:
             point = shapely.Point(lon, lat)
             if math.isinf(max_km):
                 # STRtree.nearest is planar (degrees): good enough to pick the
-                # candidates near a far-away point; geopy measures the result.
+                # candidates near a far-away point; _geodesic_km measures the result.
                 candidates = np.atleast_1d(self._tree.query_nearest(point, all_matches=True))
             else:
                 radius = _search_radius_deg(lat, max_km)
@@ -211,6 +219,65 @@ class Boundaries:
         if best is None or best[1] > max_km:
             return None
         return best
+
+    def around(
+        self, lat: float, lon: float, band_km: float, reach_km: float
+    ) -> list[tuple[str, float]]:
+        """The districts near the point, nearest first, as ``(code, km)`` (geodesic).
+
+        Every district within ``band_km`` is listed (one holding the point at
+        0.0), and beyond the band the nearest ones up to the second district
+        found, within ``reach_km``: what the uncertainty band needs, the
+        distance from a point to the border it might really lie across.
+        """
+        _check_point(lat, lon)
+        for km in (band_km, reach_km):
+            if not (km >= 0 and math.isfinite(km)):
+                raise ValueError(f"distances must be finite and >= 0, got {km}")
+        reach_km = max(reach_km, band_km)
+        radius = _search_radius_deg(lat, reach_km)
+        # A planar degree is at least this many km at this latitude: a bound
+        # that lets the loop stop before measuring far candidates.
+        km_per_deg_min = _KM_PER_DEG_MIN * max(math.cos(math.radians(lat)), 0.01)
+        found: list[tuple[str, float]] = []
+        with self._lock:
+            point = shapely.Point(lon, lat)
+            # Envelopes only: the planar distances below do the rest, cheaper than
+            # the tree's own distance predicate.
+            box = shapely.box(lon - radius, lat - radius, lon + radius, lat + radius)
+            candidates = self._tree.query(box)
+            if len(candidates) == 0:
+                return found
+            planar = shapely.distance(self._geoms[candidates], point)
+            for order in np.argsort(planar, kind="stable"):
+                deg = float(planar[order])
+                lower_km = deg * km_per_deg_min
+                if lower_km > reach_km or (
+                    len(found) >= 2 and lower_km > max(band_km, found[1][1])
+                ):
+                    break
+                idx = int(candidates[order])
+                # A polygon at planar distance 0 holds the point (or has it on its
+                # outline): no need to ask GEOS again.
+                km = 0.0 if deg == 0.0 else _km_to_outline(self._geoms[idx], point, lat, lon)
+                if km <= reach_km:
+                    found.append((self._codes[idx], km))
+                    found.sort(key=lambda pair: (pair[1], pair[0]))
+        cutoff = max(band_km, found[1][1]) if len(found) >= 2 else reach_km
+        return [pair for pair in found if pair[1] <= cutoff]
+
+    def nearest_point(self, code: str, lat: float, lon: float) -> tuple[float, float]:
+        """The point of ``code``'s polygon nearest to the WGS-84 point, as (lat, lon).
+
+        The point itself when the polygon holds it (KeyError for an unknown code).
+        """
+        _check_point(lat, lon)
+        geom = self.geometry(code)
+        with self._lock:
+            if shapely.intersects_xy(geom, lon, lat):
+                return lat, lon
+            near = shapely.shortest_line(geom, shapely.Point(lon, lat)).coords[0]
+        return near[1], near[0]
 
 
 def _check_point(lat: float, lon: float) -> None:
@@ -230,10 +297,33 @@ def _search_radius_deg(lat: float, km: float) -> float:
 def _geodesic_to_polygon(geom: Any, point: Any, lat: float, lon: float) -> float:
     if shapely.intersects_xy(geom, lon, lat):
         return 0.0
+    return _km_to_outline(geom, point, lat, lon)
+
+
+def _km_to_outline(geom: Any, point: Any, lat: float, lon: float) -> float:
     # Nearest point on the outline in plane lon/lat; over the few km that
     # matter it is the geodesically nearest one to well under a metre.
     near = shapely.shortest_line(geom, point).coords[0]
-    return float(geodesic((lat, lon), (near[1], near[0])).km)
+    return _geodesic_km(lat, lon, near[1], near[0])
+
+
+def _geodesic_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Geodesic km between two WGS-84 points.
+
+    Up to ``_LOCAL_KM`` apart, the distance in the plane tangent to the ellipsoid
+    at their mid-latitude (meridional and prime-vertical radii of curvature): it
+    differs from the geodesic by parts per million there, and costs a
+    microsecond where geopy's geodesic costs tens, which mattered once every
+    resolution measures its border distance.  Farther, geopy's geodesic.
+    """
+    phi = math.radians((lat1 + lat2) / 2)
+    w = math.sqrt(1.0 - _WGS84_E2 * math.sin(phi) ** 2)
+    north = math.radians(lat2 - lat1) * _WGS84_A_KM * (1.0 - _WGS84_E2) / w**3
+    east = math.radians(lon2 - lon1) * _WGS84_A_KM / w * math.cos(phi)
+    km = math.hypot(north, east)
+    if km <= _LOCAL_KM:
+        return km
+    return float(geodesic((lat1, lon1), (lat2, lon2)).km)
 
 
 _default_lock = threading.Lock()

@@ -21,6 +21,7 @@ import inspect
 import logging
 import math
 from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -28,7 +29,7 @@ from geopy.exc import GeocoderNotFound, GeopyError
 from geopy.geocoders import get_geocoder_for_service
 
 from .errors import ResolveError
-from .resolver import Resolved, Resolver, default_resolver
+from .resolver import DEFAULT_BAND_KM, DEFAULT_REACH_KM, Resolved, Resolver, default_resolver
 
 __all__ = [
     "Geocoder",
@@ -93,15 +94,19 @@ def geocode_address_sync(
     resolver: Resolver | None = None,
     *,
     max_km: float = 5.0,
+    band_km: float = DEFAULT_BAND_KM,
+    reach_km: float = DEFAULT_REACH_KM,
 ) -> Resolved:
     """Resolve an address, online first when ``geocoder`` is set (blocking).
 
     Falls back to :meth:`Resolver.resolve_address` when there is no
     geocoder or it fails; offline errors (unknown, ambiguous) propagate.
+    The geocoder's point is resolved with ``max_km``, ``band_km`` and
+    ``reach_km`` as :meth:`Resolver.resolve_point` takes them.
     """
     resolver = resolver or default_resolver()
     if geocoder is not None and text and text.strip():
-        online = _try_online(text, geocoder, resolver, max_km)
+        online = _try_online(text, geocoder, resolver, (max_km, band_km, reach_km))
         if online is not None:
             return online
     return resolver.resolve_address(text)
@@ -113,13 +118,25 @@ async def geocode_address(
     resolver: Resolver | None = None,
     *,
     max_km: float = 5.0,
+    band_km: float = DEFAULT_BAND_KM,
+    reach_km: float = DEFAULT_REACH_KM,
 ) -> Resolved:
     """Async form of :func:`geocode_address_sync`: the blocking work runs in a thread."""
-    return await asyncio.to_thread(geocode_address_sync, text, geocoder, resolver, max_km=max_km)
+    return await asyncio.to_thread(
+        partial(
+            geocode_address_sync,
+            max_km=max_km,
+            band_km=band_km,
+            reach_km=reach_km,
+        ),
+        text,
+        geocoder,
+        resolver,
+    )
 
 
 def _try_online(
-    text: str, geocoder: Geocoder, resolver: Resolver, max_km: float
+    text: str, geocoder: Geocoder, resolver: Resolver, limits: tuple[float, float, float]
 ) -> Resolved | None:
     name = type(geocoder).__name__
     try:
@@ -134,7 +151,7 @@ def _try_online(
         return None
     try:
         lat, lon = float(location.latitude), float(location.longitude)
-        resolved = resolver.resolve_point(lat, lon, "wgs84", max_km)
+        resolved = resolver.resolve_point(lat, lon, "wgs84", *limits)
     except (ResolveError, TypeError, ValueError, AttributeError) as exc:
         log.warning(
             "geocoder %s answer for %r not usable (%s); using offline match", name, text, exc

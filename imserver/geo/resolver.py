@@ -26,12 +26,44 @@ from .errors import InvalidPoint, PointOutOfRange, ResolveError, UnknownRegion
 from .index import RegionIndex, is_structural_name
 from .regions import Region, default_regions
 
-__all__ = ["How", "Resolved", "Resolver", "default_resolver"]
+__all__ = [
+    "DEFAULT_BAND_KM",
+    "DEFAULT_REACH_KM",
+    "Candidate",
+    "How",
+    "Resolved",
+    "Resolver",
+    "default_resolver",
+]
 
 How = Literal["code", "point", "nearest", "address", "geocoder"]
 ChainLink = tuple[str, str, int]
 
 _CRS_NAMES: tuple[CRS, ...] = ("wgs84", "gcj02", "bd09")
+# Within this many km of another district's polygon a point's district is uncertain:
+# the shipped outlines are generalised (see data/README.md, "How far the outlines can
+# be off"), so the border may really run on the other side of the point.
+DEFAULT_BAND_KM = 0.5
+# How far the distance to the nearest other district is looked for; beyond it a
+# resolution reports no border distance (None): the point is far inside its district.
+DEFAULT_REACH_KM = 10.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A district a point may lie in: its live code, full name and distance.
+
+    ``km`` is the geodesic distance from the point to the district's polygon
+    (0.0 for the one that holds it); ``lat``/``lon`` (WGS-84) is the point of
+    that polygon nearest to the point resolved (the point itself for the one
+    that holds it): where to look on a map.
+    """
+
+    code: str
+    full_name: str
+    km: float
+    lat: float
+    lon: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +75,13 @@ class Resolved:
     hashable).  ``how`` says which path found it; ``note`` explains anything
     a user should hear (a retired code followed, a point off the coast, a
     city without districts), else is empty.
+
+    A resolved point also says how sure it is: ``point`` is the WGS-84
+    point resolved; ``border_km`` the geodesic distance to the nearest polygon
+    of another district (None when there is none within the reach searched,
+    and for codes and offline addresses); ``band_km`` the uncertainty band it
+    was judged with; and ``candidates``, non-empty only inside the band, the
+    districts it may lie in, this one first, each with its distance.
     """
 
     code: str
@@ -51,6 +90,15 @@ class Resolved:
     chain: tuple[ChainLink, ...]
     how: How
     note: str = ""
+    point: tuple[float, float] | None = None
+    border_km: float | None = None
+    band_km: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+
+    @property
+    def uncertain(self) -> bool:
+        """True when the point lies within the band of another district's border."""
+        return len(self.candidates) > 1
 
     @property
     def full_name(self) -> str:
@@ -153,6 +201,8 @@ class Resolver:
         lon: float,
         crs: CRS = "wgs84",
         max_km: float = 5.0,
+        band_km: float = DEFAULT_BAND_KM,
+        reach_km: float = DEFAULT_REACH_KM,
     ) -> Resolved:
         """Resolve coordinates to the district containing them.
 
@@ -161,7 +211,16 @@ class Resolver:
         polygon (just off a coast, on a pier) goes to the nearest district
         within ``max_km`` geodesic kilometres; farther out it is refused
         with :class:`PointOutOfRange`.
+
+        The answer reports the distance to the nearest other district (up to
+        ``reach_km``); when another district's polygon is within ``band_km``
+        of the point (for a point outside every polygon: within ``band_km``
+        of the distance to the nearest one), the answer is uncertain and
+        lists the candidates.
         """
+        for name, km in (("band_km", band_km), ("reach_km", reach_km)):
+            if not (km >= 0 and math.isfinite(km)):
+                raise ValueError(f"{name} must be a finite distance >= 0, got {km}")
         if crs not in _CRS_NAMES:
             raise InvalidPoint(f"unknown coordinate system {crs!r}; use wgs84, gcj02 or bd09")
         try:
@@ -179,22 +238,32 @@ class Resolver:
         wlat, wlon = to_wgs84(lat_f, lon_f, crs)
         bounds = self.boundaries()
         notes: list[str] = []
-        code = bounds.lookup(wlat, wlon)
+        # One search answers both questions: the district holding the point (listed
+        # first at 0 km; on a shared border the smaller code, as ``lookup`` picks) and
+        # the districts near it.
+        near = bounds.around(wlat, wlon, band_km, reach_km)
         how: How = "point"
-        if code is None:
-            near = bounds.nearest(wlat, wlon, max_km)
-            if near is None:
+        if near and near[0][1] == 0.0:
+            code = near[0][0]
+        else:
+            found = bounds.nearest(wlat, wlon, max_km)
+            if found is None:
                 far = bounds.nearest(wlat, wlon, math.inf)
                 raise PointOutOfRange(
                     lat_f, lon_f, far[1] if far else None, max_km, far[0] if far else None
                 )
-            code, km = near
+            code, km = found
             how = "nearest"
             notes.append(
                 f"the point is {km:.1f} km outside {self._index.full_name(code)}, "
                 f"the nearest district (limit {max_km:g} km)"
             )
-        resolved = self._resolved(code, how, notes)
+            # Off the coast the band is measured from the nearest district: another
+            # as near, give or take the band, is as likely.
+            near = bounds.around(wlat, wlon, km + band_km, max(reach_km, km + band_km))
+        resolved = self._near_borders(
+            self._resolved(code, how, notes), (wlat, wlon, bounds), near, band_km
+        )
         if resolved.level < 3:
             # Cities without districts (东莞) and areas the boundary data does
             # not divide (澳门, Taiwan's cities) resolve above district level.
@@ -205,6 +274,49 @@ class Resolver:
             note = f"{resolved.note}; {extra}" if resolved.note else extra
             resolved = replace(resolved, note=note)
         return resolved
+
+    def _near_borders(
+        self,
+        resolved: Resolved,
+        where: tuple[float, float, Boundaries],
+        around: list[tuple[str, float]],
+        band_km: float,
+    ) -> Resolved:
+        """``resolved`` with its border distance and, inside the band, its candidates.
+
+        ``around`` is what ``Boundaries.around`` found near the point ``where``
+        (lat, lon and the boundaries searched).
+        """
+        lat, lon, bounds = where
+        near: dict[str, float] = {}
+        polygon_of: dict[str, str] = {}  # live code -> the boundary code measured
+        own_km = around[0][1] if around else 0.0
+        for code, km in around:
+            live = self._index.live(code)
+            if live is not None and km < near.get(live.code, math.inf):
+                near[live.code] = km
+                polygon_of[live.code] = code
+        own_km = near.pop(resolved.code, own_km)
+        border_km = min(near.values(), default=None)
+        inside = sorted((km, code) for code, km in near.items() if km - own_km <= band_km)
+        candidates: tuple[Candidate, ...] = ()
+        if inside:
+            candidates = tuple(
+                Candidate(
+                    code,
+                    self._index.full_name(code),
+                    km,
+                    *bounds.nearest_point(polygon_of.get(code, code), lat, lon),
+                )
+                for km, code in [(own_km, resolved.code), *inside]
+            )
+        return replace(
+            resolved,
+            point=(lat, lon),
+            border_km=border_km,
+            band_km=band_km,
+            candidates=candidates,
+        )
 
     def resolve_address(self, text: str) -> Resolved:
         """Resolve an address offline by the region names it contains.

@@ -11,6 +11,12 @@ at sea with its distance, a malformed coordinate).
 The region code found here is a code of the shipped data set; the membership use case
 then follows the database's successors (an operator may have loaded a newer data set),
 so the database stays the authority on which code is live.
+
+Near a border the data cannot tell: a point within the uncertainty band (``[geo]
+band_km``) of another district's polygon is refused with :class:`NearBorder`
+(``not-acceptable``) naming the candidate districts with their distances and map links,
+unless the location names the district the sender accepts (``accept``), which must be
+one of them.  A person decides; the choice goes to the audit log with the candidates.
 """
 
 from __future__ import annotations
@@ -23,11 +29,27 @@ from imserver.config import GeoConfig
 from imserver.geo.crs import CRS
 from imserver.geo.errors import ResolveError
 from imserver.geo.online import Geocoder, geocode_address, geocode_address_sync, make_geocoder
-from imserver.geo.resolver import Resolved, Resolver, default_resolver
-from imserver.service.errors import bad_request
-from imserver.service.membership import Location
+from imserver.geo.resolver import (
+    DEFAULT_BAND_KM,
+    DEFAULT_REACH_KM,
+    Candidate,
+    Resolved,
+    Resolver,
+    default_resolver,
+)
+from imserver.service.errors import ServiceError, bad_request, not_acceptable
+from imserver.service.membership import Location, Placement
 
-__all__ = ["MAX_ADDRESS", "Locations", "describe", "normalize_crs", "resolved_json"]
+__all__ = [
+    "MAX_ADDRESS",
+    "Locations",
+    "NearBorder",
+    "describe",
+    "geo_uri",
+    "normalize_crs",
+    "osm_url",
+    "resolved_json",
+]
 
 # An address longer than this is not an address; it also keeps the stored text bounded.
 MAX_ADDRESS: Final = 200
@@ -95,9 +117,35 @@ def describe(location: Location, resolved: Resolved) -> str:
     return text if len(text) <= MAX_LOCATION_TEXT else text[: MAX_LOCATION_TEXT - 2] + "…)"
 
 
+def _km(km: float) -> str:
+    return f"{km:.2f}"
+
+
+def geo_uri(lat: float, lon: float) -> str:
+    """An RFC 5870 ``geo:`` URI of a WGS-84 point (what map apps open)."""
+    return f"geo:{_deg(lat)},{_deg(lon)}"
+
+
+def osm_url(lat: float, lon: float) -> str:
+    """The OpenStreetMap page of a WGS-84 point, with a marker, zoomed to streets."""
+    la, lo = _deg(lat), _deg(lon)
+    return f"https://www.openstreetmap.org/?mlat={la}&mlon={lo}#map=17/{la}/{lo}"
+
+
+def candidate_json(candidate: Candidate) -> dict[str, Any]:
+    """One candidate district as plain JSON data, with its map links."""
+    return {
+        "code": candidate.code,
+        "full_name": candidate.full_name,
+        "km": round(candidate.km, 3),
+        "geo": geo_uri(candidate.lat, candidate.lon),
+        "osm": osm_url(candidate.lat, candidate.lon),
+    }
+
+
 def resolved_json(resolved: Resolved) -> dict[str, Any]:
     """A resolved region as plain JSON data (the ``imserver regions resolve`` answer)."""
-    return {
+    data: dict[str, Any] = {
         "code": resolved.code,
         "name": resolved.name,
         "level": resolved.level,
@@ -106,6 +154,74 @@ def resolved_json(resolved: Resolved) -> dict[str, Any]:
         "how": resolved.how,
         "note": resolved.note,
     }
+    if resolved.point is not None:
+        data["border_km"] = None if resolved.border_km is None else round(resolved.border_km, 3)
+        data["band_km"] = resolved.band_km
+        data["uncertain"] = resolved.uncertain
+        data["candidates"] = [candidate_json(c) for c in resolved.candidates]
+    return data
+
+
+class NearBorder(ServiceError):
+    """``not-acceptable``: the point lies within the band of another district's border.
+
+    ``resolved`` holds the point, the candidates and their distances; the XMPP layer
+    adds them to the error, the chat and form front-ends offer them as a choice.
+    """
+
+    def __init__(self, resolved: Resolved, text: str) -> None:
+        super().__init__("not-acceptable", text)
+        self.resolved = resolved
+
+
+def _listed(resolved: Resolved) -> str:
+    return ", ".join(f"{c.code} {c.full_name} ({_km(c.km)} km)" for c in resolved.candidates)
+
+
+def place(location: Location, resolved: Resolved) -> Placement:
+    """Where a resolved location places a merchant, or the refusal a person must answer.
+
+    Inside the band the location must name the district it accepts, one of the
+    candidates; outside it, ``accept`` (if given) must be the district the data found.
+    """
+    accept = location.accept
+    text = describe(location, resolved)
+    if not resolved.uncertain:
+        if accept is not None and accept != resolved.code:
+            where = (
+                f"more than {_km(resolved.band_km or 0)} km from any other district"
+                if resolved.point is not None
+                else "by its names"
+            )
+            raise not_acceptable(
+                f"the location lies in {resolved.code} {resolved.full_name}, {where}; "
+                f"accept={accept[:12]!r} does not match it"
+            )
+        return Placement(resolved.code, text)
+    codes = [c.code for c in resolved.candidates]
+    band = _km(resolved.band_km or 0)
+    if accept is None:
+        raise NearBorder(
+            resolved,
+            f"the point lies within {band} km of a district border, so the data cannot "
+            f"tell its district: {_listed(resolved)}; choose one with accept='code'",
+        )
+    if accept not in codes:
+        raise NearBorder(
+            resolved,
+            f"accept={accept[:12]!r} is not one of the districts the point may lie in: "
+            f"{_listed(resolved)}",
+        )
+    choice = {
+        "accepted": accept,
+        "band_km": resolved.band_km,
+        "candidates": [{"code": c.code, "km": round(c.km, 3)} for c in resolved.candidates],
+    }
+    chosen = next(c for c in resolved.candidates if c.code == accept)
+    text = f"{text}; near a border, {accept} {chosen.full_name} chosen among {', '.join(codes)}"
+    if len(text) > MAX_LOCATION_TEXT:
+        text = text[: MAX_LOCATION_TEXT - 1] + "…"
+    return Placement(accept, text, choice)
 
 
 class Locations:
@@ -117,11 +233,15 @@ class Locations:
         *,
         max_km: float = 5.0,
         geocoder: Geocoder | None = None,
+        band_km: float = DEFAULT_BAND_KM,
+        reach_km: float = DEFAULT_REACH_KM,
     ) -> None:
         """Use ``resolver`` (default: the shipped data) and an optional online geocoder."""
         self.resolver = resolver or default_resolver()
         self.max_km = max_km
         self.geocoder = geocoder
+        self.band_km = band_km
+        self.reach_km = reach_km
 
     @classmethod
     def from_config(cls, config: GeoConfig, resolver: Resolver | None = None) -> Locations:
@@ -134,7 +254,13 @@ class Locations:
                 )
             except ValueError as exc:
                 raise ValueError(f"geo: {exc}") from exc
-        return cls(resolver, max_km=config.max_km, geocoder=geocoder)
+        return cls(
+            resolver,
+            max_km=config.max_km,
+            geocoder=geocoder,
+            band_km=config.band_km,
+            reach_km=config.reach_km,
+        )
 
     def preload(self) -> None:
         """Load the boundaries and their spatial index now (blocking, ~0.05 s)."""
@@ -152,11 +278,13 @@ class Locations:
                     self.geocoder,
                     self.resolver,
                     max_km=self.max_km,
+                    band_km=self.band_km,
+                    reach_km=self.reach_km,
                 )
             if location.lat is not None or location.lon is not None:
                 lat, lon = _check_point(location.lat, location.lon)
                 return self.resolver.resolve_point(
-                    lat, lon, normalize_crs(location.crs), self.max_km
+                    lat, lon, normalize_crs(location.crs), self.max_km, self.band_km, self.reach_km
                 )
             if location.region:
                 return self.resolver.resolve_code(location.region)
@@ -164,7 +292,7 @@ class Locations:
             raise bad_request(str(exc)) from None
         raise bad_request("give exactly one of region='…', lat='…' lon='…', or address='…'")
 
-    async def resolve(self, location: Location) -> tuple[str, str]:
+    async def resolve(self, location: Location) -> Placement:
         """Region code and stored location text (the RegionResolver protocol).
 
         The lookup runs in a worker thread: the first one loads the boundaries, and an
@@ -175,10 +303,15 @@ class Locations:
             text = _check_address(location.address)
             try:
                 resolved = await geocode_address(
-                    text, self.geocoder, self.resolver, max_km=self.max_km
+                    text,
+                    self.geocoder,
+                    self.resolver,
+                    max_km=self.max_km,
+                    band_km=self.band_km,
+                    reach_km=self.reach_km,
                 )
             except ResolveError as exc:
                 raise bad_request(str(exc)) from None
         else:
             resolved = await asyncio.to_thread(self.resolve_blocking, location)
-        return resolved.code, describe(location, resolved)
+        return place(location, resolved)

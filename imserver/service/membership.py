@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from imserver.domain import chains
 from imserver.domain.invites import invite_code
@@ -44,6 +44,22 @@ class Location:
     lon: float | None = None
     crs: str = "wgs84"
     address: str | None = None
+    # The district the sender accepts for a point near a border (one of the candidates
+    # a refusal named); None: place it only where the data is sure.
+    accept: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a location placed a merchant: the region code and the text stored with it.
+
+    ``choice`` is set when the point lay within the uncertainty band and the sender
+    chose among the candidates: what the audit log records of that choice.
+    """
+
+    code: str
+    text: str
+    choice: dict[str, Any] | None = None
 
 
 async def find_referrer(conn: Conn, ctx: Context, ref_jid: str) -> MemberRecord:
@@ -422,7 +438,8 @@ class Membership:
         ref_jid = parse_jid(referrer, "referrer") if referrer else None
         if ref_jid == merchant_jid:
             raise bad_request("a merchant cannot refer itself")
-        region_code, location_text = await self._resolve_location(location)
+        placement = await self._resolve_location(location)
+        region_code, location_text = placement.code, placement.text
 
         async def use_case(conn: Conn) -> MemberView:
             actor = await resolve_actor(conn, sender, self.ctx.config)
@@ -461,17 +478,24 @@ class Membership:
                 actor=sender,
                 action="merchant.add",
                 target=merchant_jid,
-                details={"region": region.code, "name": name, "location": stored_location},
+                details={
+                    "region": region.code,
+                    "name": name,
+                    "location": stored_location,
+                    **({"choice": placement.choice} if placement.choice else {}),
+                },
             )
             return member_view(member, ref.jid if ref else None)
 
         return await self.ctx.db.transaction(use_case)
 
-    async def _resolve_location(self, location: Location) -> tuple[str, str]:
+    async def _resolve_location(self, location: Location) -> Placement:
         if location.region is not None:
             if not location.region.isdigit() or len(location.region) > 12:
                 raise bad_request(f"region {location.region[:20]!r} is not a region code")
-            return location.region, f"region:{location.region}"
+            if location.accept is not None:
+                raise bad_request("accept='…' goes with coordinates or an address, not a region")
+            return Placement(location.region, f"region:{location.region}")
         if self.resolver is None:
             raise bad_request("only <location region='…'/> is supported by this server")
         return await self.resolver.resolve(location)
@@ -519,6 +543,6 @@ class Membership:
 class RegionResolver(Protocol):
     """Turns a coordinate or address location into a region code (see imserver.geo)."""
 
-    async def resolve(self, location: Location) -> tuple[str, str]:
-        """Return (region code, a text to store as the merchant's location)."""
+    async def resolve(self, location: Location) -> Placement:
+        """Where the location places a merchant (not-acceptable when a person must choose)."""
         ...

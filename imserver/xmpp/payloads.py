@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC
+from xml.etree import ElementTree as ET
 
 from slixmpp.xmlstream import ElementBase
 
 from imserver.domain.chains import SCOPES
+from imserver.service.locations import NearBorder, candidate_json, geo_uri, osm_url
 from imserver.service.money_views import (
     BalanceView,
     BotView,
@@ -42,6 +44,37 @@ def fill_member(el: ElementBase, m: MemberView) -> None:
         el["referrer"] = m.referrer
     if m.name:
         el["name"] = m.name
+
+
+def candidates_element(refusal: NearBorder) -> ET.Element:
+    """The ``<candidates/>`` of a location refused near a border: the point (WGS-84) and
+    one ``<region/>`` per district it may lie in, with its distance and map links."""
+    resolved = refusal.resolved
+    lat, lon = resolved.point or (0.0, 0.0)
+    el = ET.Element(
+        f"{{{NS}}}candidates",
+        {
+            "lat": f"{lat:.6f}",
+            "lon": f"{lon:.6f}",
+            "band-km": f"{resolved.band_km or 0:g}",
+            "geo": geo_uri(lat, lon),
+            "osm": osm_url(lat, lon),
+        },
+    )
+    for candidate in resolved.candidates:
+        data = candidate_json(candidate)
+        ET.SubElement(
+            el,
+            f"{{{NS}}}region",
+            {
+                "code": data["code"],
+                "name": data["full_name"],
+                "km": f"{candidate.km:.3f}",
+                "geo": data["geo"],
+                "osm": data["osm"],
+            },
+        )
+    return el
 
 
 def fill_repair(el: ElementBase, view: RepairView) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Final, TypeVar, cast
+from xml.etree import ElementTree as ET
 
 from slixmpp import Iq
 from slixmpp.exceptions import XMPPError
@@ -39,7 +40,9 @@ from slixmpp.xmlstream.xmlstream import XMLStream
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.authz import Capability
 from imserver.service.errors import Condition, ErrorType, ServiceError
+from imserver.service.locations import NearBorder
 from imserver.store.db import Unavailable
+from imserver.xmpp.payloads import candidates_element
 from imserver.xmpp.rawxml import send_result
 
 if TYPE_CHECKING:
@@ -68,6 +71,22 @@ class Refused(XMPPError):
     def __init__(self, condition: Condition, text: str, etype: ErrorType, sender: str = "") -> None:
         super().__init__(condition, text=text, etype=etype)
         self.sender = sender
+
+
+class DetailedError(XMPPError):
+    """A stanza error that carries a payload element of the protocol after its text
+    (the candidate districts of a location near a border)."""
+
+    def __init__(self, exc: ServiceError, payload: ET.Element) -> None:
+        super().__init__(exc.condition, text=exc.text, etype=exc.etype)
+        self.payload = payload
+
+
+def stanza_error(exc: ServiceError) -> XMPPError:
+    """The stanza error of a service refusal (with its payload where it has one)."""
+    if isinstance(exc, NearBorder):
+        return DetailedError(exc, candidates_element(exc))
+    return XMPPError(exc.condition, text=exc.text, etype=exc.etype)
 
 
 def sender_of(stanza: StanzaBase) -> str:
@@ -124,7 +143,7 @@ class Pipeline:
             return await work(sender)
         except ServiceError as exc:
             outcome = exc.condition
-            raise XMPPError(exc.condition, text=exc.text, etype=exc.etype) from None
+            raise stanza_error(exc) from None
         except XMPPError as exc:
             outcome = exc.condition
             raise
@@ -171,7 +190,16 @@ class Pipeline:
                 view = await route.call(services, iq, sender)
                 self.send(iq, route.answer(iq, view))
 
-            await self.run(route.name, iq, answer, capabilities=route.capabilities)
+            try:
+                await self.run(route.name, iq, answer, capabilities=route.capabilities)
+            except DetailedError as exc:
+                # slixmpp's own error reply carries no child elements: written here.
+                reply = iq.reply(clear=True)
+                reply["error"]["condition"] = exc.condition
+                reply["error"]["text"] = exc.text
+                reply["error"]["type"] = exc.etype
+                reply["error"].append(exc.payload)
+                reply.send()
 
         return handle
 

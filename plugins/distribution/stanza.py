@@ -54,7 +54,7 @@ class Chain(_Base):
 
 class Location(_Base):
     name = plugin_attrib = "location"
-    interfaces = {"region", "lat", "lon", "crs", "address"}
+    interfaces = {"region", "lat", "lon", "crs", "address", "accept"}
 
 
 class Merchant(_Base):

@@ -20,6 +20,7 @@ from imserver.geo.resolver import Resolver
 ANSWERS: dict[str, object] = {
     "深圳科技园": [{"lat": "22.5405", "lon": "113.9345", "display_name": "科技园, 南山区"}],
     "栈桥回澜阁": [{"lat": "36.0578", "lon": "120.3158", "display_name": "栈桥"}],
+    "北京西站": [{"lat": "39.8946", "lon": "116.3220", "display_name": "北京西站"}],
     "广东省深圳市福田区 (empty)": [],
     "广东省深圳市福田区 (sea)": [{"lat": "35.5", "lon": "123.5", "display_name": "黄海"}],
 }
@@ -89,6 +90,18 @@ def test_geocoder_point_off_the_coast(service: str, resolver: Resolver) -> None:
     got = geocode_address_sync("栈桥回澜阁", geocoder, resolver)
     assert (got.code, got.how) == ("370202", "geocoder")
     assert "nearest district" in got.note
+
+
+async def test_a_geocoded_point_near_a_border_carries_its_band(
+    service: str, resolver: Resolver
+) -> None:
+    geocoder = make_geocoder("nominatim", service, timeout=2.0)
+    got = await geocode_address("北京西站", geocoder, resolver, band_km=0.5)
+    assert got.how == "geocoder" and got.uncertain
+    assert [c.code for c in got.candidates] == ["110102", "110108", "110106"]
+    narrow = geocode_address_sync("北京西站", geocoder, resolver, band_km=0.15)
+    assert [c.code for c in narrow.candidates] == ["110102", "110108"]
+    assert geocode_address_sync("北京西站", geocoder, resolver, band_km=0.0).candidates == ()
 
 
 def test_url_path_prefix_is_kept(service: str, resolver: Resolver) -> None:

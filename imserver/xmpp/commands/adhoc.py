@@ -31,6 +31,7 @@ from imserver.service.errors import ServiceError
 from imserver.service.sessions import SessionRecord
 from imserver.xmpp.commands.base import (
     Args,
+    Choice,
     Command,
     Confirmation,
     Field,
@@ -277,6 +278,8 @@ class AdHoc:
             raise XMPPError("item-not-found", text="no such session")
         if record.step == "submit":
             step = self._submitter(command, record.owner)
+        elif record.step == "choose":
+            step = self._chooser(command, record.owner, record.args)
         else:
             step = self._confirmer(command, record.owner, record.args)
         self.store[sessionid] = {
@@ -377,11 +380,37 @@ class AdHoc:
             session["next"] = self._confirmer(command, actor, args)
             await self._keep(session, command, actor, "confirm", args)
             return session
+        if isinstance(result, Choice):
+            form = Form("Choose", "\n".join((result.prompt, *result.lines)), (result.field(),))
+            session["payload"] = render_form(form)
+            session["next"] = self._chooser(command, actor, args)
+            await self._keep(session, command, actor, "choose", args)
+            return session
         session["payload"] = render_result(result)
         session["notes"] = [("info", result.title)]
         session["next"] = None
         await self.services.sessions.drop(_key(session["id"]))
         return session
+
+    def _chooser(
+        self, command: Command, actor: str, args: Args
+    ) -> Callable[[Any, Session], Awaitable[Session]]:
+        async def choose(payload: Any, session: Session) -> Session:
+            async def step() -> Session:
+                # The command runs again (its checks see the present), then with the pick.
+                result = await command.run(actor, args)
+                if not isinstance(result, Choice):
+                    return await self._show(session, command, actor, args, result)
+                value = result.pick(form_args(payload, (result.field(),))[result.var])
+                if value is None:
+                    raise ServiceError("bad-request", "choose one of the options offered")
+                chosen = {**args, result.var: value}
+                done = await command.run(actor, chosen)
+                return await self._show(session, command, actor, chosen, done)
+
+            return await self._freeing(session, step)
+
+        return choose
 
     def _confirmer(
         self, command: Command, actor: str, args: Args

@@ -3,7 +3,8 @@
 A :class:`Command` declares its name, chat keywords, ad-hoc node, help text, the
 capabilities (imserver.service.authz) that let a sender run it and the fields it needs.
 Its ``run`` calls the service layer and returns a plain result object (:class:`Text`,
-:class:`Table` or :class:`Confirmation`); :mod:`.adhoc` and :mod:`.chat` render them.
+:class:`Table`, :class:`Confirmation` or :class:`Choice`); :mod:`.adhoc` and :mod:`.chat`
+render them.
 Nothing here knows about stanzas.
 """
 
@@ -91,7 +92,36 @@ class Confirmation:
     proceed: Callable[[], Awaitable[Result]]
 
 
-Result = Text | Table | Confirmation
+@dataclass(frozen=True)
+class Choice:
+    """A question a person answers by picking one option (a district near a border).
+
+    ``options`` are ``(value, label)``; ``lines`` are shown with the question (the
+    options' map links). The answer runs the command again with the value picked in
+    its field ``var`` (its checks see the present, like a confirmed step).
+    """
+
+    prompt: str
+    var: str
+    options: tuple[tuple[str, str], ...]
+    lines: tuple[str, ...] = ()
+
+    def pick(self, answer: str) -> str | None:
+        """The value an answer names: an option's value, or its number from 1; else None."""
+        text = answer.strip()
+        values = [value for value, _ in self.options]
+        if text in values:
+            return text
+        if text.isdigit() and 1 <= int(text) <= len(values):
+            return values[int(text) - 1]
+        return None
+
+    def field(self) -> Field:
+        """The form field that asks for the pick."""
+        return Field(self.var, "Choose", "list", options=self.options)
+
+
+Result = Text | Table | Confirmation | Choice
 
 
 @dataclass(frozen=True)

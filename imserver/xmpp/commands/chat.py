@@ -17,6 +17,7 @@ from imserver.service.errors import ServiceError
 from imserver.service.sessions import SessionRecord
 from imserver.xmpp.commands.base import (
     Args,
+    Choice,
     Command,
     Confirmation,
     Result,
@@ -122,6 +123,15 @@ def render(result: Text | Table) -> str:
     return "\n".join(lines)
 
 
+def choice_text(choice: Choice) -> str:
+    """A choice as a numbered list, for a reply with a number or a value."""
+    lines = [choice.prompt]
+    lines += [f"{n}. {label}" for n, (_, label) in enumerate(choice.options, start=1)]
+    lines += choice.lines
+    lines.append("Reply with the number or the code to choose; anything else cancels.")
+    return "\n".join(lines)
+
+
 def usage_text(command: Command) -> str:
     """How to type a command."""
     return f"Usage: {command.usage}\n{command.help}"
@@ -192,7 +202,11 @@ class Chat:
         if pending is not None:
             word = body.lower().strip(" .!")
             command = self.commands.by_node.get(pending.node)
-            if word in YES and command is not None:
+            if pending.step == "choose" and command is not None and word not in NO:
+                picked = await self._pick(actor, command, pending.args, body.strip(" .!"))
+                if picked is not None:
+                    return picked
+            elif word in YES and command is not None:
                 return await self._run(actor, command, pending.args, confirmed=True)
             if word in NO or word in YES:
                 return "Cancelled: nothing was changed."
@@ -224,13 +238,37 @@ class Chat:
             if confirmed and isinstance(result, Confirmation):
                 result = await result.proceed()
         except ServiceError as exc:
-            text = self._error(exc)
-            if exc.condition == "bad-request":
-                text += f"\nUsage: {command.usage}"
-            return text
-        if isinstance(result, Confirmation):
-            question = SessionRecord(_question(actor), actor, "", command.node, "confirm", args)
+            return self._failed(command, exc)
+        return await self._shown(actor, command, args, result)
+
+    async def _pick(self, actor: str, command: Command, args: Args, reply: str) -> str | None:
+        """A reply to a choice: the command again with the value picked, or None when the
+        reply picks no option (it is then read as a command of its own)."""
+        try:
+            result = await command.run(actor, args)  # again: its checks see the present
+        except ServiceError as exc:
+            return self._failed(command, exc)
+        if not isinstance(result, Choice):
+            return await self._shown(actor, command, args, result)
+        value = result.pick(reply)
+        if value is None:
+            return None
+        return await self._run(actor, command, {**args, result.var: value})
+
+    def _failed(self, command: Command, exc: ServiceError) -> str:
+        text = self._error(exc)
+        if exc.condition == "bad-request":
+            text += f"\nUsage: {command.usage}"
+        return text
+
+    async def _shown(self, actor: str, command: Command, args: Args, result: Result) -> str:
+        """A result as the reply; a question is kept for the sender's next message."""
+        if isinstance(result, Confirmation | Choice):
+            step = "confirm" if isinstance(result, Confirmation) else "choose"
+            question = SessionRecord(_question(actor), actor, "", command.node, step, args)
             await self.services.sessions.keep(question, CONFIRM_TTL)
+            if isinstance(result, Choice):
+                return choice_text(result)
             return f"{result.prompt}\nReply yes to confirm; anything else cancels."
         return render(result)
 

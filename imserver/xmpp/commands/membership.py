@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from imserver.domain.chains import SCOPES
 from imserver.service.authz import Capability
+from imserver.service.locations import NearBorder, geo_uri, osm_url
 from imserver.service.membership import Location
 from imserver.service.views import ChainView, MemberView
 from imserver.xmpp.commands.base import (
     Args,
     Cell,
+    Choice,
     Command,
     Field,
     Result,
@@ -101,17 +104,45 @@ class AddMerchant(Command):
         Field("name", "Business name"),
         Field("location", "Region code, lat,lon or address"),
         Field("referrer", "Referrer's JID", "jid", required=False),
+        Field(
+            "district",
+            "District, for a location near a border",
+            required=False,
+            desc="asked for when the location lies within the uncertainty band",
+        ),
     )
+    # Near a district border the admin is asked to choose the district (a second step).
+    confirms = True
 
     async def run(self, actor: str, args: Args) -> Result:
-        view = await self.services.membership.add_merchant(
-            actor,
-            required(args, "jid"),
-            required(args, "name"),
-            optional(args, "referrer"),
-            location_of(required(args, "location")),
+        location = replace(
+            location_of(required(args, "location")), accept=optional(args, "district")
         )
+        try:
+            view = await self.services.membership.add_merchant(
+                actor,
+                required(args, "jid"),
+                required(args, "name"),
+                optional(args, "referrer"),
+                location,
+            )
+        except NearBorder as near:
+            return district_choice(near)
         return Text(f"Merchant added: {view.rule_number}", member_details(view))
+
+
+def district_choice(near: NearBorder) -> Choice:
+    """The candidate districts of a location near a border, each with its map links."""
+    candidates = near.resolved.candidates
+    lines = [f"{c.code}: {geo_uri(c.lat, c.lon)} {osm_url(c.lat, c.lon)}" for c in candidates]
+    return Choice(
+        f"Not added yet: the location lies within {near.resolved.band_km or 0:g} km of a "
+        "district border, where the boundary data cannot tell the district. "
+        "Which district is the merchant in?",
+        "district",
+        tuple((c.code, f"{c.code} {c.full_name} ({c.km:.2f} km)") for c in candidates),
+        tuple(lines),
+    )
 
 
 class AssignAgent(Command):

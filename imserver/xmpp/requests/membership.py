@@ -58,14 +58,15 @@ def location_of(merchant: Any) -> Location:
         raise bad_request("a merchant needs a <location/>")
     loc = merchant["location"]
     region, lat, lon, address = loc["region"], loc["lat"], loc["lon"], loc["address"]
+    accept = loc["accept"] or None
     forms = [bool(region), bool(lat or lon), bool(address)]
     if sum(forms) != 1:
         raise bad_request("give exactly one of region='…', lat='…' lon='…', or address='…'")
     if region:
-        return Location(region=region)
+        return Location(region=region, accept=accept)
     if address:
-        return Location(address=address)
+        return Location(address=address, accept=accept)
     try:
-        return Location(lat=float(lat), lon=float(lon), crs=loc["crs"] or "wgs84")
+        return Location(lat=float(lat), lon=float(lon), crs=loc["crs"] or "wgs84", accept=accept)
     except ValueError:
         raise bad_request("lat and lon must be decimal degrees") from None
