@@ -42,6 +42,12 @@ async def current_revisions(url: str) -> tuple[str, ...]:
         await engine.dispose()
 
 
+def heads() -> tuple[str, ...]:
+    """The newest revisions this code knows (a database at these has the schema of models.py)."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return tuple(sorted(script.get_heads()))
+
+
 def upgrade(url: str) -> str:
     """Bring the database to the newest schema; refuse a database that is newer than the code."""
     ensure_sqlite_dir(url)
