@@ -11,6 +11,7 @@ member (erasure), notifications and the audit log.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -163,6 +164,59 @@ async def test_copy_has_every_row_and_serves_payments(
         assert await snapshot(copy) == held
     finally:
         await copy.dispose()
+
+
+class PauseAt:
+    """A Progress that holds the copy (run in its own thread) when it reaches a table,
+    until the test lets it go on."""
+
+    def __init__(self, table: str) -> None:
+        self.at = table
+        self.reached = threading.Event()
+        self.resume = threading.Event()
+
+    def table(self, name: str, rows: int) -> None:
+        if name == self.at:
+            self.reached.set()
+            assert self.resume.wait(60), "the test never let the copy go on"
+
+    def advance(self, rows: int) -> None:
+        pass
+
+
+async def test_a_copy_during_payments_is_one_committed_state(service: Service, target: str) -> None:
+    c = await full_chain(service)
+    sid = service.jid
+    ref = f"during-{uuid.uuid4().hex[:8]}-"  # the session's database has earlier runs'
+    for n in range(3):
+        await c.bot.dist.pay(sid, f"{ref}{n}", c.carol.bare, 10000, "CNY")
+    pause = PauseAt("payments")
+    # Small pages, so that the copy reads payments in several statements of one snapshot.
+    copying = asyncio.ensure_future(
+        asyncio.to_thread(
+            asyncio.run, copy_database(service.config.database.url, target, pause, chunk=2)
+        )
+    )
+    try:
+        assert await asyncio.to_thread(pause.reached.wait, 60)
+        # Members are copied, payments not yet: these commit meanwhile, with new rows in
+        # every table the copy has already passed (accounts, ledger) or not (outbox).
+        for n in range(3, 6):
+            await c.bot.dist.pay(sid, f"{ref}{n}", c.carol.bare, 10000, "CNY")
+    finally:
+        pause.resume.set()
+    report = await asyncio.wait_for(copying, 120)
+    assert report.ok
+    copy = Database(target)
+    try:
+        mine = select(Payment.ref).where(Payment.ref.startswith(ref)).order_by(Payment.ref)
+        async with copy.engine.connect() as conn:
+            refs = list((await conn.execute(mine)).scalars())
+        assert refs == [f"{ref}{n}" for n in range(3)]
+    finally:
+        await copy.dispose()
+    async with service.app.db.engine.connect() as conn:
+        assert len(list((await conn.execute(mine)).scalars())) == 6
 
 
 async def _migrated_sqlite(path: Path) -> str:
