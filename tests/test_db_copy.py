@@ -11,6 +11,11 @@ member (erasure), notifications and the audit log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -308,6 +313,31 @@ async def test_bad_urls_get_a_clear_error_and_change_nothing(
     assert err.startswith("db copy failed: ") and message in err, err
     assert "Traceback" not in err
     assert _files(tmp_path) == before  # no file was created
+
+
+def _copy_on_a_terminal(source: str, target: str) -> tuple[int, str]:
+    """``imserver db copy`` in its own process with a pseudo-terminal as its stdout."""
+    leader, follower = os.openpty()
+    argv = [sys.executable, "-m", "imserver.cli", "--config", "/nonexistent.toml"]
+    proc = subprocess.Popen([*argv, "db", "copy", source, target], stdout=follower)
+    os.close(follower)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the process closed its end
+        while chunk := os.read(leader, 4096):
+            seen += chunk
+    os.close(leader)
+    return proc.wait(60), seen.decode()
+
+
+async def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path: Path) -> None:
+    source = await _migrated_sqlite(tmp_path / "source.sqlite3")
+    target = f"sqlite+aiosqlite:///{tmp_path / 'target.sqlite3'}"
+    status, seen = await asyncio.to_thread(_copy_on_a_terminal, source, target)
+    assert status == 0, seen
+    # One line per table, redrawn in place: the chain epoch's is the last, 1 row of 1.
+    assert re.search(r"\rchain_epoch +\[#+\] 1/1 rows", seen), seen
+    assert re.search(r"\rmembers +\[#+\] 0/0 rows", seen), seen
+    assert "row counts equal, ledger OK" in seen
 
 
 def _files(folder: Path) -> list[str]:
