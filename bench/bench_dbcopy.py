@@ -49,17 +49,8 @@ OTHER = {"sqlite": "postgresql", "postgresql": "sqlite"}
 async def _pay(url: str, pop: e2e.Population, payments: int) -> float:
     """``payments`` payments through the service layer, 64 at a time; their seconds."""
     from imserver.app import App
-    from imserver.config import load_config
 
-    env = {
-        "IMSERVER_ADMINS": json.dumps([e2e.ADMIN]),
-        "IMSERVER_XMPP__SECRET": e2e.SECRET,
-        "IMSERVER_XMPP__DOMAIN": e2e.DOMAIN,
-        "IMSERVER_XMPP__COMPONENT": e2e.COMPONENT,
-        "IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([e2e.DOMAIN]),
-        "IMSERVER_DATABASE__URL": url,
-    }
-    app = App(load_config(ROOT / "config.toml", env=env))
+    app = App(bulkload.bench_config(url))
     rng = random.Random(5)
     sem = asyncio.Semaphore(64)
     t0 = time.monotonic()
@@ -209,12 +200,7 @@ def main() -> int:
     report["machine"]["loadavg_after"] = list(os.getloadavg())
     text = json.dumps(report, indent=2, default=str)
     if not args.no_save:
-        results = BENCH / "results"
-        results.mkdir(exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = results / f"dbcopy-{args.kind}-{OTHER[args.kind]}-{stamp}.json"
-        path.write_text(text + "\n")
-        print(f"written {path.relative_to(ROOT)}", file=sys.stderr)
+        bulkload.save_result(f"dbcopy-{args.kind}-{OTHER[args.kind]}", text)
     print(text)
     return 0 if all(r["copy"]["exit_code"] == 0 for r in report["runs"]) else 1
 
