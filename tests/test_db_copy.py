@@ -264,6 +264,38 @@ def _upgrade_to(url: str, revision: str) -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+async def test_a_copy_that_fails_its_checks_is_rolled_back(tmp_path: Path) -> None:
+    source = await _migrated_sqlite(tmp_path / "source.sqlite3")
+    db = Database(source)
+    try:
+        async with db.engine.begin() as conn:  # money out of nowhere: the ledger is broken
+            await conn.execute(
+                text(
+                    "INSERT INTO accounts (owner, bucket, currency, balance) "
+                    "VALUES ('platform', 'earnings', 'CNY', 5)"
+                )
+            )
+    finally:
+        await db.dispose()
+    name, target = await _fresh_pg_database()
+    copy = Database(target)
+    try:
+        with pytest.raises(CopyError, match="rolled back") as failed:
+            await copy_database(source, target)
+        assert "ledger: CNY: balances sum to 5, not 0" in str(failed.value)
+        left = await snapshot(copy)
+        assert {t: rows for t, rows in left.items() if rows} == {"chain_epoch": [("1", "0")]}
+        # Migrated and empty: the same copy goes through once the source is right.
+        db = Database(source)
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM accounts"))
+        await db.dispose()
+        assert (await copy_database(source, target)).ok
+    finally:
+        await copy.dispose()
+        await _drop_pg_database(name)
+
+
 async def test_an_empty_source_copies_to_an_empty_target(tmp_path: Path) -> None:
     source = await _migrated_sqlite(tmp_path / "source.sqlite3")
     name, target = await _fresh_pg_database()
