@@ -9,11 +9,11 @@ The move from SQLite to PostgreSQL (docs/deploy.md), and back. In order:
 3. One read snapshot of the source (``Database.snapshot``) and one write transaction on
    the target: every table of ``models.py`` in foreign-key order, read in pages by
    primary key (keyset: memory is bounded by one page, whatever the size), written in
-   batches with their primary keys (PostgreSQL: binary COPY). A column that refers to its own table (a member's
-   referrer) is written empty where it points to a row not copied yet, and filled in
-   after the table. ``SEEDED`` tables are replaced last, since the migrations' triggers
-   write them while the others are copied. PostgreSQL sequences are set past the
-   highest id, so new rows do not collide.
+   batches with their primary keys (PostgreSQL: binary COPY). A column that refers to
+   its own table (a member's referrer) is written empty where it points to a row not
+   copied yet, and filled in after the table. ``SEEDED`` tables are replaced last,
+   since the migrations' triggers write them while the others are copied. PostgreSQL
+   sequences are set past the highest id, so new rows do not collide.
 4. Before the commit: the row count of every table on both sides, and the ledger check
    of ``imserver ledger check`` (``store/ledger.check``) on the copy. Any difference
    rolls the whole copy back: the target keeps its schema and no row.
