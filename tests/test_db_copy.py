@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -303,6 +304,9 @@ async def test_an_empty_source_copies_to_an_empty_target(tmp_path: Path) -> None
         report = await copy_database(source, target)
         assert report.ok and report.rows == 1  # the chain epoch's row
         assert {t.name for t in report.tables} >= {"members", "payments", "outbox"}
+        # Read only: the source (a rollback-journal file, as a backup is) is left as is.
+        assert _journal_mode(tmp_path / "source.sqlite3") == "delete"
+        assert _files(tmp_path) == ["source.sqlite3"]
     finally:
         await _drop_pg_database(name)
 
@@ -370,6 +374,11 @@ async def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path: Path) -> None:
     assert re.search(r"\rchain_epoch +\[#+\] 1/1 rows", seen), seen
     assert re.search(r"\rmembers +\[#+\] 0/0 rows", seen), seen
     assert "row counts equal, ledger OK" in seen
+
+
+def _journal_mode(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
 
 
 def _files(folder: Path) -> list[str]:

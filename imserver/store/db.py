@@ -103,8 +103,11 @@ class Database:
     deadlocks.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
         self.url = make_url(url)
+        # A reader of someone else's database (the source of ``store/dbcopy``): the
+        # database refuses its writes, and a SQLite file keeps its journal mode.
+        self.read_only = read_only
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
@@ -137,10 +140,9 @@ class Database:
             # Let SQLAlchemy's BEGIN below, not the driver, open transactions.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            durable = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON")
             for pragma in (
-                "journal_mode=WAL",
-                "synchronous=FULL",
-                "foreign_keys=ON",
+                *(("query_only=ON",) if self.read_only else durable),
                 "busy_timeout=30000",
             ):
                 cur.execute(f"PRAGMA {pragma}")
@@ -156,6 +158,8 @@ class Database:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("SET synchronous_commit TO on")
+            if self.read_only:
+                cur.execute("SET default_transaction_read_only TO on")
             cur.close()
 
     async def transaction(self, use_case: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -200,10 +204,10 @@ class Database:
         """One read transaction that sees a single committed state until it ends, while
         the service goes on writing (for reading a whole database: ``store/dbcopy``).
 
-        SQLite: a deferred BEGIN in WAL mode, whose snapshot is fixed by the first read
-        (made here); writers are not blocked, and checkpoints cannot pass the reader, so
-        the WAL file grows while it lasts. PostgreSQL: REPEATABLE READ, READ ONLY.
-        It is for reading only.
+        SQLite: a deferred BEGIN, whose snapshot is fixed by the first read (made here);
+        in WAL mode (a live database) writers are not blocked, and checkpoints cannot
+        pass the reader, so the WAL file grows while it lasts; in rollback-journal mode
+        writers wait for it to end. PostgreSQL: REPEATABLE READ, READ ONLY.
         """
         async with self.engine.connect() as conn:
             if self.is_sqlite:

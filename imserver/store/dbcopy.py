@@ -350,7 +350,7 @@ async def copy_database(
             f"at {','.join(heads())}: run `imserver migrate` on it first (or copy with the "
             "version of imserver that wrote it)"
         )
-    source, target = Database(source_url), Database(target_url)
+    source, target = Database(source_url, read_only=True), Database(target_url)
     try:
         try:
             await _refuse_filled_target(target, names[1])
