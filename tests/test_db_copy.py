@@ -21,9 +21,10 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, func, select, text
 
 from imserver import cli
 from imserver.store import ledger
@@ -53,9 +54,9 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     await _drop_pg_database(name)
 
 
-async def _scalar(db: Database, stmt: object) -> int:
+async def _scalar(db: Database, stmt: Select[Any]) -> int:
     async with db.engine.connect() as conn:
-        return int((await conn.execute(stmt)).scalar_one())  # type: ignore[call-overload]
+        return int((await conn.execute(stmt)).scalar_one())
 
 
 async def fill(service: Service) -> Chain:
