@@ -329,6 +329,11 @@ async def test_an_empty_source_copies_to_an_empty_target(tmp_path: Path) -> None
         ("{source}", "{source}", "FROM_URL and TO_URL are the same database"),
         (
             "{source}",
+            "sqlite+aiosqlite:///{tmp}/source.sqlite3/t.sqlite3",  # its folder is a file
+            "cannot prepare the target sqlite+aiosqlite:///",
+        ),
+        (
+            "{source}",
             "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere",
             "cannot prepare the target postgresql+asyncpg://postgres@127.0.0.1:1/nowhere",
         ),

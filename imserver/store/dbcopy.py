@@ -350,13 +350,18 @@ async def copy_database(
             f"at {','.join(heads())}: run `imserver migrate` on it first (or copy with the "
             "version of imserver that wrote it)"
         )
-    source, target = Database(source_url, read_only=True), Database(target_url)
+    unprepared = f"cannot prepare the target {names[1]}"
+    try:
+        target = Database(target_url)  # makes a SQLite file's folder
+    except OSError as exc:
+        raise CopyError(f"{unprepared}: {_reason(exc)}") from None
+    source = Database(source_url, read_only=True)
     try:
         try:
             await _refuse_filled_target(target, names[1])
             await asyncio.to_thread(upgrade, target_url)
         except (OSError, DBAPIError, MigrationError) as exc:
-            raise CopyError(f"cannot prepare the target {names[1]}: {_reason(exc)}") from None
+            raise CopyError(f"{unprepared}: {_reason(exc)}") from None
         try:
             return await _copy_all(source, target, names, progress or _Quiet(), chunk)
         except _Rollback as failed:
