@@ -607,13 +607,40 @@ async def compare(url_a: str, url_b: str) -> dict[str, Any]:
 # -- alone: validate the loader --------------------------------------------------------
 
 
+def bench_config(url: str) -> Any:
+    """The config of the benchmarks' component (bench_e2e's names) on database ``url``."""
+    import bench_e2e as e2e
+
+    from imserver.config import load_config
+
+    env = {
+        "IMSERVER_ADMINS": json.dumps([e2e.ADMIN]),
+        "IMSERVER_XMPP__SECRET": e2e.SECRET,
+        "IMSERVER_XMPP__DOMAIN": e2e.DOMAIN,
+        "IMSERVER_XMPP__COMPONENT": e2e.COMPONENT,
+        "IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([e2e.DOMAIN]),
+        "IMSERVER_DATABASE__URL": url,
+    }
+    return load_config(ROOT / "config.toml", env=env)
+
+
+def save_result(name: str, text: str) -> Path:
+    """Write a benchmark's JSON to ``bench/results/<name>-<UTC time>.json``."""
+    results = BENCH / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = results / f"{name}-{stamp}.json"
+    path.write_text(text + "\n")
+    print(f"written {path.relative_to(ROOT)}", file=sys.stderr)
+    return path
+
+
 async def _seeded(
     kind: str, members: int, bulk: bool, tmp: Path, name: str, admin_dsn: str
 ) -> tuple[Any, dict[str, Any]]:
     """A fresh database migrated and seeded with the realistic population."""
     import bench_e2e as e2e
 
-    from imserver.config import load_config
     from imserver.store.migrate import upgrade
 
     sub = tmp / name
@@ -630,17 +657,8 @@ async def _seeded(
         db.url = db.url.rsplit("/", 1)[0] + "/" + new
         db.pg_name = new
     await asyncio.to_thread(upgrade, db.url)
-    env = {
-        "IMSERVER_ADMINS": json.dumps([e2e.ADMIN]),
-        "IMSERVER_XMPP__SECRET": e2e.SECRET,
-        "IMSERVER_XMPP__DOMAIN": e2e.DOMAIN,
-        "IMSERVER_XMPP__COMPONENT": e2e.COMPONENT,
-        "IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([e2e.DOMAIN]),
-        "IMSERVER_DATABASE__URL": db.url,
-    }
-    config = load_config(ROOT / "config.toml", env=env)
     t0 = time.monotonic()
-    pop = await e2e.seed(config, "realistic", members, 4, bulk=bulk)
+    pop = await e2e.seed(bench_config(db.url), "realistic", members, 4, bulk=bulk)
     info = {"total_seconds": round(time.monotonic() - t0, 1), "users": pop.members, **pop.load}
     return db, info
 
@@ -693,12 +711,7 @@ def main() -> int:
     out = asyncio.run(_main(args))
     text = json.dumps(out, indent=2, default=str)
     if not args.no_save:
-        results = BENCH / "results"
-        results.mkdir(exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = results / f"bulkload-{args.db}-{args.members}-{stamp}.json"
-        path.write_text(text + "\n")
-        print(f"written {path.relative_to(ROOT)}", file=sys.stderr)
+        save_result(f"bulkload-{args.db}-{args.members}", text)
     print(text)
     checks = [out.get(k, {}) for k in ("cheap_checks", "model_checks", "compare")]
     return 0 if all(c.get("ok", True) for c in checks) else 1

@@ -334,6 +334,30 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def cmd_db_copy(_config: Config, args: argparse.Namespace) -> int:
+    """Copy a whole database into a new, empty one (SQLite or PostgreSQL, either way)."""
+    from imserver.progress import Bar
+    from imserver.store.dbcopy import CopyError, copy_database
+
+    # The bar redraws its line in place: only for a person at a terminal.
+    bar = Bar(sys.stdout) if sys.stdout.isatty() else None
+    try:
+        report = asyncio.run(copy_database(args.from_url, args.to_url, bar))
+    except CopyError as exc:
+        print(f"db copy failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar:
+            bar.close()
+    for table in report.tables:
+        print(f"{table.name:<20} {table.target:>12,} rows")
+    print(
+        f"copied {report.rows:,} rows in {report.seconds:.1f} s from {report.source} "
+        f"to {report.target}; row counts equal, ledger OK"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
     parser.add_argument(
@@ -393,6 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invite.add_argument("--qr", action="store_true", help="the QR code alone, not the poster")
     invite.set_defaults(func=cmd_invite)
+    db = sub.add_parser("db", help="whole databases").add_subparsers(dest="sub", required=True)
+    copy = db.add_parser(
+        "copy",
+        help="copy a database into a new, empty one (SQLite <-> PostgreSQL), then check it",
+    )
+    copy.add_argument(
+        "from_url",
+        metavar="FROM_URL",
+        help="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB (one snapshot)",
+    )
+    copy.add_argument("to_url", metavar="TO_URL", help="the empty target (migrated first)")
+    copy.set_defaults(func=cmd_db_copy)
     sub.add_parser("run", help="run the component (existing XMPP server)").set_defaults(
         func=cmd_run
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +40,9 @@ _SQLITE_UNAVAILABLE = ("database or disk is full", "disk i/o error", "unable to 
 # Bound on opening a PostgreSQL connection: a database host that does not answer at all
 # must give a prompt "unavailable", not a request that hangs for asyncpg's 60 s default.
 PG_CONNECT_TIMEOUT = 5.0
+# Execution option of a SQLite connection opened by Database.snapshot: its BEGIN is a
+# plain (deferred) one, so that a long reader does not hold the one write lock.
+_READ_SNAPSHOT = "imserver_read_snapshot"
 
 
 class Retry(Exception):
@@ -99,8 +103,11 @@ class Database:
     deadlocks.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
         self.url = make_url(url)
+        # A reader of someone else's database (the source of ``store/dbcopy``): the
+        # database refuses its writes, and a SQLite file keeps its journal mode.
+        self.read_only = read_only
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
@@ -133,10 +140,9 @@ class Database:
             # Let SQLAlchemy's BEGIN below, not the driver, open transactions.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            durable = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON")
             for pragma in (
-                "journal_mode=WAL",
-                "synchronous=FULL",
-                "foreign_keys=ON",
+                *(("query_only=ON",) if self.read_only else durable),
                 "busy_timeout=30000",
             ):
                 cur.execute(f"PRAGMA {pragma}")
@@ -144,13 +150,16 @@ class Database:
 
         @event.listens_for(sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            reader = conn.get_execution_options().get(_READ_SNAPSHOT, False)
+            conn.exec_driver_sql("BEGIN" if reader else "BEGIN IMMEDIATE")
 
     def _setup_postgres(self) -> None:
         @event.listens_for(self.engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("SET synchronous_commit TO on")
+            if self.read_only:
+                cur.execute("SET default_transaction_read_only TO on")
             cur.close()
 
     async def transaction(self, use_case: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -189,6 +198,29 @@ class Database:
                 log.debug("transaction retry %d after sqlstate %s", attempt, _sqlstate(exc))
             await asyncio.sleep(random.uniform(0, 0.005 * attempt))
         raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """One read transaction that sees a single committed state until it ends, while
+        the service goes on writing (for reading a whole database: ``store/dbcopy``).
+
+        SQLite: a deferred BEGIN, whose snapshot is fixed by the first read (made here);
+        in WAL mode (a live database) writers are not blocked, and checkpoints cannot
+        pass the reader, so the WAL file grows while it lasts; in rollback-journal mode
+        writers wait for it to end. PostgreSQL: REPEATABLE READ, READ ONLY.
+        """
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(**{_READ_SNAPSHOT: True})
+            else:
+                await conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+            async with conn.begin():
+                if self.is_sqlite:
+                    # SQLite fixes the snapshot at the first read, not at BEGIN.
+                    await conn.exec_driver_sql("SELECT count(*) FROM sqlite_master")
+                yield conn
 
     async def dispose(self) -> None:
         """Close every connection (the worker threads of aiosqlite included)."""

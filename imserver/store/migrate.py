@@ -9,9 +9,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from imserver.store.db import ensure_sqlite_dir
+from imserver.store.db import PG_CONNECT_TIMEOUT, ensure_sqlite_dir
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -32,7 +33,9 @@ def alembic_config(url: str) -> AlembicConfig:
 
 async def current_revisions(url: str) -> tuple[str, ...]:
     """The database's revisions (empty for an empty database)."""
-    engine = create_async_engine(url)
+    # A PostgreSQL host that does not answer fails in seconds, as for Database.
+    pg = make_url(url).get_backend_name() == "postgresql"
+    engine = create_async_engine(url, connect_args={"timeout": PG_CONNECT_TIMEOUT} if pg else {})
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(
@@ -40,6 +43,12 @@ async def current_revisions(url: str) -> tuple[str, ...]:
             )
     finally:
         await engine.dispose()
+
+
+def heads() -> tuple[str, ...]:
+    """The newest revisions this code knows (a database at these has the schema of models.py)."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return tuple(sorted(script.get_heads()))
 
 
 def upgrade(url: str) -> str:

@@ -1,10 +1,12 @@
-"""A snapshot of every table, to assert that a refused request wrote nothing."""
+"""A snapshot of every table, to assert that a refused request wrote nothing (or that a
+copy on the other backend holds the same rows: ``imserver db copy``)."""
 
 from __future__ import annotations
 
 from sqlalchemy import MetaData, select
 
 from imserver.store.db import Database
+from imserver.store.dbcopy import portable
 
 Snapshot = dict[str, list[tuple[str, ...]]]
 
@@ -19,7 +21,7 @@ async def snapshot(db: Database, *, skip: frozenset[str] = frozenset()) -> Snaps
             if table.name in skip or table.name == "alembic_version":
                 continue
             rows = (await conn.execute(select(table))).all()
-            out[table.name] = sorted(tuple(repr(v) for v in row) for row in rows)
+            out[table.name] = sorted(tuple(repr(portable(v)) for v in row) for row in rows)
         return out
 
 
