@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
     from imserver.app import App
-    from imserver.service.membership import Location
+    from imserver.service.locations import Locations
     from imserver.service.regions import LoadReport
 
 log = logging.getLogger("imserver")
@@ -71,27 +70,23 @@ def cmd_regions_load(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_location(text: str, crs: str | None) -> Location:
-    from imserver.service.membership import Location
-
-    point = re.fullmatch(r"\s*([-+]?[0-9.]+)\s*[,，\s]\s*([-+]?[0-9.]+)\s*", text)
-    if point:
-        return Location(lat=float(point.group(1)), lon=float(point.group(2)), crs=crs or "wgs84")
-    if crs:
-        raise ValueError("--crs applies to coordinates (LAT,LON) only")
-    if re.fullmatch(r"\s*[0-9]{6}(?:[0-9]{6})?\s*", text):
-        return Location(region=text.strip())
-    return Location(address=text)
-
-
 def cmd_regions_resolve(config: Config, args: argparse.Namespace) -> int:
-    """Print the region of "LAT,LON", an address or a code as JSON (no database needed)."""
+    """Print the region of "LAT,LON", an address or a code as JSON (no database needed);
+    with ``--batch``, one JSON line per line of a file."""
     from imserver.service.errors import ServiceError
-    from imserver.service.locations import Locations, resolved_json
+    from imserver.service.locations import Locations, parse_query, resolved_json
 
+    locations = Locations.from_config(config.geo)
+    if args.batch is not None:
+        if args.location is not None or args.crs:
+            print("error: give a location or --batch FILE, not both", file=sys.stderr)
+            return 2
+        return _resolve_batch(locations, args.batch)
+    if args.location is None:
+        print("error: give a location, or --batch FILE (- for standard input)", file=sys.stderr)
+        return 2
     try:
-        location = _resolve_location(args.location, args.crs)
-        resolved = Locations.from_config(config.geo).resolve_blocking(location)
+        resolved = locations.resolve_blocking(parse_query(args.location, args.crs))
     except ServiceError as exc:
         print(f"error: {exc.text}", file=sys.stderr)
         return 1
@@ -100,6 +95,43 @@ def cmd_regions_resolve(config: Config, args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(resolved_json(resolved), ensure_ascii=False, indent=2))
     return 0
+
+
+def _resolve_batch(locations: Locations, source: str) -> int:
+    """One JSON answer per input line on stdout; the tally and the bad lines on stderr;
+    exit 1 when any line could not be resolved."""
+    from imserver.service.locations import resolve_lines
+
+    try:
+        stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        print(f"error: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return 2
+    bad: list[int] = []
+    answered = uncertain = skipped = 0
+    try:
+        for answer in resolve_lines(locations, stream):
+            print(json.dumps(answer, ensure_ascii=False))
+            if "error" in answer:
+                bad.append(answer["line"])
+            elif "skipped" in answer:
+                skipped += 1
+            else:
+                answered += 1
+                uncertain += bool(answer.get("uncertain"))
+    except UnicodeDecodeError as exc:
+        print(f"error: {source} is not UTF-8 text ({exc.reason})", file=sys.stderr)
+        return 2
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    tally = f"{answered} resolved ({uncertain} near a border), {len(bad)} errors"
+    tally += f", {skipped} blank lines skipped" if skipped else ""
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:20]) + (" …" if len(bad) > 20 else "")
+        tally += f"; lines not resolved: {shown} (their answers say why)"
+    print(tally, file=sys.stderr)
+    return 1 if bad else 0
 
 
 def cmd_accounts_add(config: Config, args: argparse.Namespace) -> int:
@@ -384,9 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     resolve = regions.add_parser(
         "resolve", help='print the region of "LAT,LON", an address or a code as JSON'
     )
-    resolve.add_argument("location", help='"22.5405,113.9345", an address, or a region code')
+    resolve.add_argument(
+        "location", nargs="?", help='"22.5405,113.9345", an address, or a region code'
+    )
     resolve.add_argument(
         "--crs", choices=("wgs84", "gcj02", "bd09"), help="coordinate system (default wgs84)"
+    )
+    resolve.add_argument(
+        "--batch",
+        metavar="FILE",
+        help="resolve every line of FILE (- for standard input): LAT,LON[,CRS], an address "
+        "or a code per line; one JSON line out per line in",
     )
     resolve.set_defaults(func=cmd_regions_resolve)
     accounts = sub.add_parser("accounts", help="accounts of the private Prosody").add_subparsers(

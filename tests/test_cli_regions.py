@@ -102,3 +102,85 @@ def test_regions_load_reports_and_refuses_bad_files(tmp_path: Path) -> None:
     bad.write_text("code,name\n1,x\n", encoding="utf-8")
     done = _imserver("regions", "load", str(bad), env=env)
     assert done.returncode == 1 and "header must be" in done.stderr
+
+
+def _batch_lines() -> tuple[list[str], dict[int, str | None]]:
+    """A merchant list of 3,000 lines: the place set's points in WGS-84, GCJ-02 and as
+    region codes, with bad lines and blank ones among them. Returns the lines and, per
+    line number, the district expected (None: an error; absent: a blank line)."""
+    import csv
+
+    with (REPO / "tests" / "geo" / "data" / "places.csv").open(encoding="utf-8") as f:
+        places = list(csv.DictReader(f))
+    lines: list[str] = []
+    expected: dict[int, str | None] = {}
+    bad = ["not,a,point", "95.0,113.9", "22.5405,113.9345,mars", "999999", "41.0,-120.0"]
+    i = 0
+    while len(lines) < 3000:
+        place = places[i % len(places)]
+        lat, lon = float(place["lat"]), float(place["lon"])
+        kind = i % 3
+        if kind == 0:
+            lines.append(f"{lat},{lon}")
+        elif kind == 1:
+            glat, glon = wgs84_to_gcj02(lat, lon)
+            lines.append(f"{glat:.6f}, {glon:.6f}, gcj02")
+        else:
+            lines.append(place["code"])
+        # Points are scored by the place set's own test; here: answered, in order.
+        expected[len(lines)] = place["code"] if kind == 2 else ""
+        if i % 97 == 0:
+            lines.append(bad[(i // 97) % len(bad)])
+            expected[len(lines)] = None
+        if i % 211 == 0:
+            lines.append("")
+        i += 1
+    return lines, expected
+
+
+def test_batch_answers_every_line_in_order(tmp_path: Path) -> None:
+    lines, expected = _batch_lines()
+    path = tmp_path / "merchants.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "imserver.cli", "--config", CONFIG, "regions", "resolve",
+         "--batch", str(path)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+    )  # fmt: skip
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["line"] for a in answers] == list(range(1, len(lines) + 1))
+    errors = [a["line"] for a in answers if "error" in a]
+    assert errors == sorted(n for n, code in expected.items() if code is None)
+    for a in answers:
+        assert a["query"] == lines[a["line"] - 1].strip()
+        if a["line"] not in expected:
+            assert a["skipped"] == "blank line"
+            continue
+        want = expected[a["line"]]
+        if want:
+            assert a["code"] == want, a
+        elif want == "":
+            assert "code" in a and "border_km" in a and "candidates" in a, a
+        else:
+            assert a["error"], a
+    assert result.returncode == 1
+    first = ", ".join(str(n) for n in errors[:20])
+    assert f"{len(errors)} errors" in result.stderr and first in result.stderr, result.stderr
+
+
+def test_batch_reads_standard_input_and_refuses_a_missing_file(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "imserver.cli", "--config", CONFIG, "regions", "resolve",
+         "--batch", "-"],
+        input="22.5405,113.9345\n440305\n", capture_output=True, text=True, timeout=120,
+        check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(x)["code"] for x in result.stdout.splitlines()] == ["440305", "440305"]
+    assert "2 resolved" in result.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "imserver.cli", "--config", CONFIG, "regions", "resolve",
+         "--batch", str(tmp_path / "nope.txt")],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "cannot read" in missing.stderr

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from imserver.config import GeoConfig
@@ -315,3 +317,45 @@ class Locations:
         else:
             resolved = await asyncio.to_thread(self.resolve_blocking, location)
         return place(location, resolved)
+
+
+_POINT = re.compile(
+    r"\s*([-+]?[0-9.]+)\s*[,，\s]\s*([-+]?[0-9.]+)\s*(?:[,，\s]\s*(wgs84|gcj02|bd09)\s*)?",
+    re.IGNORECASE,
+)
+_CODE = re.compile(r"\s*[0-9]{6}(?:[0-9]{6})?\s*")
+
+
+def parse_query(text: str, crs: str | None = None) -> Location:
+    """A location as a person types it: ``LAT,LON`` (with ``,CRS`` or ``crs``: wgs84,
+    gcj02 or bd09), a region code, or an address. ValueError when ``crs`` is given for
+    what is not a point."""
+    point = _POINT.fullmatch(text)
+    if point:
+        lat, lon, named = point.groups()
+        return Location(lat=float(lat), lon=float(lon), crs=(named or crs or "wgs84").lower())
+    if crs:
+        raise ValueError("--crs applies to coordinates (LAT,LON) only")
+    if _CODE.fullmatch(text):
+        return Location(region=text.strip())
+    return Location(address=text)
+
+
+def resolve_lines(locations: Locations, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Resolve one query per line (``parse_query``), for operators importing a merchant
+    list: one answer per non-blank line, in order, with its line number and the query;
+    a line that cannot be resolved answers ``error`` with the reason. A blank line
+    answers ``skipped``, so that no line passes without a word."""
+    for number, raw in enumerate(lines, 1):
+        query = raw.strip()
+        answer: dict[str, Any] = {"line": number, "query": query}
+        if not query:
+            yield answer | {"skipped": "blank line"}
+            continue
+        try:
+            answer |= resolved_json(locations.resolve_blocking(parse_query(query)))
+        except ServiceError as exc:
+            answer["error"] = exc.text
+        except ValueError as exc:
+            answer["error"] = str(exc)
+        yield answer
