@@ -24,7 +24,7 @@ run: $(STAMP) prosody
 	$(BIN)/imserver dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check imserver plugins tests bench migrations
+	$(BIN)/ruff check imserver plugins tests bench migrations examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
