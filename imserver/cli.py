@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, ProsodyInstance, StartInterrupted
 from imserver.devserver.stopping import Stopper, StopRequested
+from imserver.logs import configure as configure_logging
 from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
@@ -353,15 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        for noisy in ("alembic", "apscheduler"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(None, verbose=args.verbose)
     try:
         config = load_config(args.config)
+        # The configured format from here on, with the secrets it must never write.
+        configure_logging(config, verbose=args.verbose)
         return int(args.func(config, args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -17,6 +17,7 @@ from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
 
 from imserver.config import Config
+from imserver.logs import jid_view
 from imserver.service.limits import build_limiter
 from imserver.service.registry import Services
 from imserver.xmpp import commands
@@ -56,7 +57,9 @@ class Component(HardenedStream, ComponentXMPP):
         # One rate limit for every request and chat message of a sender (service/limits.py),
         # applied by the one request path that IQs, ad-hoc and chat commands all take.
         self.limiter = build_limiter(services.ctx)
-        self.pipeline = Pipeline(services, self.limiter, self)
+        # A member's JID in the log as [log] jids allows (hardening.py logs senders too).
+        self.show_jid = jid_view(config.log, x.secret)
+        self.pipeline = Pipeline(services, self.limiter, self, self.show_jid)
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
         self.dist = enable_distribution(self)
