@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from imserver.service.bots import Bots
 from imserver.service.context import Context
+from imserver.service.health import Health
 from imserver.service.ledger import Ledger
 from imserver.service.locations import Locations
 from imserver.service.membership import Membership
@@ -34,6 +35,7 @@ class Services:
     settlement: Settlement
     withdrawals: Withdrawals
     outbox: Outbox
+    health: Health
 
     async def close(self) -> None:
         """Stop the background writers (before the database is disposed)."""
@@ -56,4 +58,5 @@ class Services:
             settlement=Settlement(ctx),
             withdrawals=Withdrawals(ctx),
             outbox=Outbox(ctx),
+            health=Health(ctx),
         )

@@ -120,6 +120,8 @@ class Database:
             kwargs["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock()
+        # Transactions that failed with Unavailable (the metrics endpoint reports it).
+        self.unavailable = 0
         if self.is_sqlite:
             self._setup_sqlite()
         else:
@@ -168,6 +170,7 @@ class Database:
                 # The driver's first line only: the rest is the SQL and a link to docs.
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                 log.warning("database unavailable: %s", reason)
+                self.unavailable += 1
                 raise Unavailable(reason) from exc
             raise
 
