@@ -297,6 +297,17 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(config: Config, _args: argparse.Namespace) -> int:
+    """Link, database, outbox, settlement and counts; exit 1 when something is wrong."""
+    from imserver.status import status
+
+    # The report says it in one line with what to do; the driver's warning would repeat it.
+    logging.getLogger("imserver.store.db").setLevel(logging.ERROR)
+    report = status(config)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
     parser.add_argument(
@@ -342,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("dest", help="the new backup file (never overwritten)")
     backup.set_defaults(func=cmd_backup)
+    sub.add_parser(
+        "status", help="is it well? link, database, outbox, settlement (exit 1 if not)"
+    ).set_defaults(func=cmd_status)
     sub.add_parser("run", help="run the component (existing XMPP server)").set_defaults(
         func=cmd_run
     )

@@ -12,22 +12,14 @@ import pytest
 
 from imserver.config import LogConfig, load_config
 from imserver.logs import FORMATTERS, REDACTED, jid_view, secrets_of
-from tests.conftest import DOMAIN
 from tests.support.clients import expect_error
-from tests.support.network import add_merchant
 from tests.support.private import SECRET
-from tests.support.running import ADMIN, running_component
-
-SHOP, PAYER = f"shop@{DOMAIN}", f"alice@{DOMAIN}"
+from tests.support.running import ADMIN, PAYER, SHOP, running_component
 
 
 async def test_json_log_has_one_line_per_request_and_no_jid_or_secret(tmp_path: Path) -> None:
     async with running_component(tmp_path, {"IMSERVER_LOG__FORMAT": "json"}) as run:
-        admin = await run.client(ADMIN)
-        shop = await run.client(SHOP)
-        await add_merchant(admin, run.jid, SHOP)
-        payer = await run.client(PAYER)
-        await payer.dist.register(run.jid, SHOP, timeout=10)
+        shop, _payer = await run.shop_and_payer()
         await shop.dist.pay(run.jid, "o-1", PAYER, 10000, "CNY", timeout=10)
         await expect_error(shop.dist.pay(run.jid, "o-2", PAYER, 100, "XXX", timeout=10),
                            "bad-request")  # fmt: skip

@@ -14,11 +14,10 @@ from pathlib import Path
 
 from tests.conftest import DOMAIN
 from tests.support.clients import PASSWORD
-from tests.support.network import add_merchant
-from tests.support.running import ADMIN, Running, running_component
+from tests.support.running import PAYER, SHOP, Running, running_component
 
 BOT = Path(__file__).parents[1] / "examples" / "merchant_bot.py"
-SHOP, TILL, PAYER = f"shop@{DOMAIN}", f"till-1@{DOMAIN}", f"alice@{DOMAIN}"
+TILL = f"till-1@{DOMAIN}"
 # The payer joined at the shop directly, in a region without agents: the shop is its
 # level-1 referrer, the platform takes the rest of the pool (1000 of 10000).
 SPLIT = [
@@ -53,11 +52,7 @@ def payments_with_ref(run: Running, ref: str) -> int:
 
 async def test_merchant_bot_links_pays_and_retries_the_same_id(tmp_path: Path) -> None:
     async with running_component(tmp_path) as run:
-        admin = await run.client(ADMIN)
-        await run.client(SHOP)
-        await add_merchant(admin, run.jid, SHOP, region="440305")
-        payer = await run.client(PAYER)
-        await payer.dist.register(run.jid, SHOP, timeout=10)
+        await run.shop_and_payer()
         await asyncio.to_thread(run.prosody.add_account, TILL, PASSWORD)
 
         # Linked by the merchant, then paid by the bot: the split comes back and is printed.

@@ -14,12 +14,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from imserver.devserver.prosody import free_port
-from tests.conftest import DOMAIN
 from tests.support.clients import expect_error
-from tests.support.network import add_merchant
-from tests.support.running import ADMIN, running_component
+from tests.support.running import PAYER, SHOP, running_component
 
-SHOP, PAYER = f"shop@{DOMAIN}", f"alice@{DOMAIN}"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -56,11 +53,7 @@ async def test_counters_move_by_exactly_the_requests_made(tmp_path: Path) -> Non
         "IMSERVER_LOG__JIDS": "full",
     }
     async with running_component(tmp_path, env) as run:
-        admin = await run.client(ADMIN)
-        shop = await run.client(SHOP)
-        await add_merchant(admin, run.jid, SHOP)
-        payer = await run.client(PAYER)
-        await payer.dist.register(run.jid, SHOP, timeout=10)
+        shop, _payer = await run.shop_and_payer()
         before = await scrape(base)
         assert value(before, "imserver_requests_total", operation="set register", outcome="ok") == 1
         assert value(before, "imserver_batch_size_sum", writer="registrations") == 1

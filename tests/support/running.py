@@ -15,10 +15,12 @@ from imserver.devserver.prosody import ProsodyInstance
 from tests.conftest import DOMAIN
 from tests.support.clients import PASSWORD, Client
 from tests.support.faults import ComponentProcess, component_env, run_cli
+from tests.support.network import add_merchant
 from tests.support.private import SECRET, private_prosody
 
 COMPONENT = "dist.localhost"
 ADMIN = f"admin@{DOMAIN}"
+SHOP, PAYER = f"shop@{DOMAIN}", f"alice@{DOMAIN}"
 
 
 @dataclass
@@ -37,6 +39,16 @@ class Running:
             await asyncio.to_thread(self.prosody.add_account, jid, PASSWORD)
             self.clients[jid] = await Client(jid).open(self.prosody.client_port, 60)
         return self.clients[jid]
+
+    async def shop_and_payer(self) -> tuple[Client, Client]:
+        """Through the protocol: the admin makes SHOP a merchant (district 440305, no
+        agents) and PAYER joins at it. Returns their clients."""
+        admin = await self.client(ADMIN)
+        shop = await self.client(SHOP)
+        await add_merchant(admin, self.jid, SHOP)
+        payer = await self.client(PAYER)
+        await payer.dist.register(self.jid, SHOP, timeout=10)
+        return shop, payer
 
     async def cli(self, *args: str, env: Mapping[str, str] = {}) -> tuple[int, str]:
         """``imserver ARGS`` with this component's config (plus ``env``)."""
