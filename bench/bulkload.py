@@ -81,6 +81,7 @@ import asyncpg  # noqa: E402
 from imserver.domain import chains  # noqa: E402
 from imserver.domain.policy import MAX_LEVELS  # noqa: E402
 from imserver.domain.rulenumbers import make_rule_number, parse_rule_number, role_letter  # noqa: E402
+from imserver.progress import Progress  # noqa: E402
 from imserver.store.regions import MAX_SUCCESSOR_HOPS  # noqa: E402
 
 USER = "user"
@@ -351,13 +352,15 @@ def load_sqlite(
         ins_m = _sql_insert("members", MEMBER_COLUMNS)
         ins_u = _sql_insert("uplines", UPLINE_COLUMNS)
         ins_a = _sql_insert("agency_links", AGENCY_COLUMNS)
-        for chunk in plan.chunks(sqlite=True):
-            conn.executemany(ins_m, chunk.members)
-            conn.executemany(ins_u, chunk.uplines)
-            conn.executemany(ins_a, chunk.agency)
-            counts["members"] += len(chunk.members)
-            counts["uplines"] += len(chunk.uplines)
-            counts["agency_links"] += len(chunk.agency)
+        with Progress("members", total) as bar:  # drawn on a terminal only
+            for chunk in plan.chunks(sqlite=True):
+                conn.executemany(ins_m, chunk.members)
+                conn.executemany(ins_u, chunk.uplines)
+                conn.executemany(ins_a, chunk.agency)
+                counts["members"] += len(chunk.members)
+                counts["uplines"] += len(chunk.uplines)
+                counts["agency_links"] += len(chunk.agency)
+                bar.advance(len(chunk.members))
         # The same upsert as store.members.next_rule_seq, with the final figure.
         conn.executemany(
             "INSERT INTO rule_counters (region_code, letter, last_seq) VALUES (?, ?, ?) "
@@ -411,19 +414,21 @@ async def load_postgres(
             report.seconds["read"] = time.monotonic() - t0
             t1 = time.monotonic()
             counts = {"members": 0, "uplines": 0, "agency_links": 0}
-            for chunk in plan.chunks(sqlite=False):
-                await conn.copy_records_to_table(
-                    "members", records=chunk.members, columns=MEMBER_COLUMNS
-                )
-                await conn.copy_records_to_table(
-                    "uplines", records=chunk.uplines, columns=UPLINE_COLUMNS
-                )
-                await conn.copy_records_to_table(
-                    "agency_links", records=chunk.agency, columns=AGENCY_COLUMNS
-                )
-                counts["members"] += len(chunk.members)
-                counts["uplines"] += len(chunk.uplines)
-                counts["agency_links"] += len(chunk.agency)
+            with Progress("members", total) as bar:  # drawn on a terminal only
+                for chunk in plan.chunks(sqlite=False):
+                    await conn.copy_records_to_table(
+                        "members", records=chunk.members, columns=MEMBER_COLUMNS
+                    )
+                    await conn.copy_records_to_table(
+                        "uplines", records=chunk.uplines, columns=UPLINE_COLUMNS
+                    )
+                    await conn.copy_records_to_table(
+                        "agency_links", records=chunk.agency, columns=AGENCY_COLUMNS
+                    )
+                    counts["members"] += len(chunk.members)
+                    counts["uplines"] += len(chunk.uplines)
+                    counts["agency_links"] += len(chunk.agency)
+                    bar.advance(len(chunk.members))
             await conn.executemany(
                 "INSERT INTO rule_counters (region_code, letter, last_seq) VALUES ($1, $2, $3) "
                 "ON CONFLICT (region_code, letter) DO UPDATE SET last_seq = excluded.last_seq",
