@@ -383,6 +383,38 @@ def main(argv: list[str] | None = None) -> int:
     except UnsafeEnvironment as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        explained = _explain_database_error(exc)
+        if explained is None:
+            raise  # a defect: its traceback is what a developer needs
+        print(explained, file=sys.stderr)
+        return 5
+
+
+def _explain_database_error(exc: Exception) -> str | None:
+    """What a person should read for a database that cannot serve a command, or None
+    when ``exc`` is not about the database."""
+    from sqlalchemy.exc import DBAPIError
+
+    from imserver.store.db import Unavailable
+    from imserver.store.migrate import MigrationError
+
+    if isinstance(exc, Unavailable):
+        return (
+            f"database unavailable: {exc}\n"
+            "  check that the database server runs and that [database] url "
+            "(or IMSERVER_DATABASE__URL) points at it, then run the command again"
+        )
+    if isinstance(exc, MigrationError):
+        return f"migrations: {exc}; run the imserver version that wrote this database, or newer"
+    text = str(getattr(exc, "orig", exc)).lower()
+    if isinstance(exc, DBAPIError) and ("no such table" in text or "does not exist" in text):
+        first = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
+        return (
+            f"the database has no imserver schema yet, or an older one ({first}): "
+            "run imserver migrate, then the command again"
+        )
+    return None
 
 
 if __name__ == "__main__":

@@ -136,7 +136,8 @@ class Pipeline:
         except Exception:
             outcome = INTERNAL
             log.exception("%s from %s failed", operation, self.show_jid(sender) or "?")
-            raise XMPPError(INTERNAL, text=f"the {what} failed; nothing was changed") from None
+            raise XMPPError(INTERNAL, text=f"the {what} failed on our side; nothing was changed. "
+                            "Try again; if it keeps failing, tell an admin") from None  # fmt: skip
         except BaseException:
             outcome = ABORTED  # cancelled (the component stopping): no answer
             raise
