@@ -178,6 +178,9 @@ FORMATTERS: dict[str, Callable[[Iterable[str]], _Redacting]] = {
 }
 
 
+_handler: logging.Handler | None = None  # the handler configure() installed last
+
+
 def configure(config: Config | None, *, verbose: bool = False) -> None:
     """Send every record to stderr in the configured format (``None``: the defaults,
     before a config could be read); ``verbose`` lowers the level to DEBUG."""
@@ -188,12 +191,16 @@ def configure(config: Config | None, *, verbose: bool = False) -> None:
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     secrets = secrets_of(config) if config is not None else ()
+    global _handler
     handler = logging.StreamHandler()
     handler.setFormatter(FORMATTERS[log.format](secrets))
     root = logging.getLogger()
-    for old in root.handlers[:]:
-        root.removeHandler(old)
+    # Replace our own handler of an earlier call (before the config was read); leave
+    # anyone else's alone (pytest's, when a test calls the CLI in-process).
+    if _handler is not None:
+        root.removeHandler(_handler)
     root.addHandler(handler)
+    _handler = handler
     root.setLevel(logging.DEBUG if verbose else log.level)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)

@@ -11,7 +11,8 @@ from sqlalchemy.engine import make_url
 
 from imserver.devserver.prosody import free_port
 from imserver.xmpp.commands.chat import BRIEFLY_UNAVAILABLE
-from tests.conftest import _drop_pg_database, _fresh_pg_database
+from tests.conftest import OTHER_DOMAIN, Service, _drop_pg_database, _fresh_pg_database
+from tests.support.clients import expect_error
 from tests.support.commands import say
 from tests.support.faults import run_cli
 from tests.support.private import private_config, private_prosody, start_service, stop_service
@@ -66,3 +67,12 @@ async def test_cli_says_what_to_do_about_the_database(tmp_path: Path) -> None:
     rc, out = await asyncio.to_thread(_cli, empty, "ledger", "check")
     assert rc == 5 and "Traceback" not in out, out
     assert "the database has no imserver schema yet" in out and "run imserver migrate" in out
+
+
+async def test_refusals_say_who_may_and_why(service: Service) -> None:
+    user = await service.client()
+    refused = await expect_error(user.dist.audit(service.jid), "forbidden")
+    assert refused["error"]["text"] == f"{user.bare} may not do that: only admins may"
+    far = await service.client(service.new_jid("far", OTHER_DOMAIN))
+    refused = await expect_error(far.dist.register(service.jid, "x@localhost"), "forbidden")
+    assert refused["error"]["text"] == f"{far.bare} may not join: members have JIDs of localhost"
