@@ -143,13 +143,12 @@ class KeyValueFormatter(_Redacting):
     """``ts=… level=… logger=… msg=… k=v …``: one line per record, tracebacks quoted."""
 
     def render(self, record: logging.LogRecord) -> str:
-        head = {
-            "ts": self.timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        line = f"{pairs(head)} {pairs(self.fields(record))}".rstrip()
+        # The timestamp, level and logger name never need quotes.
+        head = (
+            f"ts={self.timestamp(record)} level={record.levelname.lower()} "
+            f"logger={record.name} msg={_value(record.getMessage())}"
+        )
+        line = f"{head} {pairs(self.fields(record))}".rstrip()
         exc = self.exception_text(record)
         return f"{line} exc={json.dumps(exc)}" if exc else line
 
