@@ -92,7 +92,14 @@ def component_status(config: Config, report: Report) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as answer:
             page: dict[str, Any] = json.loads(answer.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.HTTPError, ValueError) as exc:
+        report.problem(
+            "component",
+            f"something that is not imserver answers at {url} ({exc}); is [metrics] listen "
+            "the port of this component, and is that port free for it?",
+        )
+        return None
+    except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         report.problem(
             "component",
