@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: run test lint unit soak bench bench-full prosody postgres clean
+.PHONY: run demo test lint unit soak bench bench-full prosody ejabberd postgres clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml
 prosody:
 	@.ci/ensure-prosody
 
+## ejabberd (Debian's 23.01) for the scale-out tests; the system service stays off.
+ejabberd:
+	@.ci/ensure-ejabberd
+
 postgres:
 	@.ci/ensure-postgres
 
@@ -23,17 +28,27 @@ postgres:
 run: $(STAMP) prosody
 	$(BIN)/imserver dev
 
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[demo]'
+	@touch $(DEMO_STAMP)
+
+## The demo: a small city seeded through Prosody, a day of payments, a summary from the
+## database and a picture of the network (SVG and PNG, drawn with the [demo] extra's
+## matplotlib). Uses the Prosody and component of a running `make run`, or starts them.
+demo: $(DEMO_STAMP) prosody
+	$(BIN)/imserver demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check imserver plugins tests bench migrations examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 ## Lint, type-check, layer contracts and the whole suite on SQLite and PostgreSQL.
-test: $(STAMP) prosody postgres lint
+test: $(STAMP) prosody ejabberd postgres lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
 
 ## The long fault runs.
-soak: $(STAMP) prosody postgres
+soak: $(STAMP) prosody ejabberd postgres
 	$(BIN)/pytest -q -m soak
 
 ## Every benchmark once (the end-to-end one: SQLite, one payer); JSON in bench/results/.

@@ -72,9 +72,10 @@ sys.path[:0] = [str(ROOT), str(BENCH)]  # run from a checkout; loadgen.py sits n
 
 import asyncpg  # noqa: E402
 import bulkload  # noqa: E402
-from loadgen import LoginError, machine_cpu, open_connections, probe, write_accounts  # noqa: E402
+from loadgen import LoginError, machine_cpu, open_connections, probe  # noqa: E402
 
 from imserver.config import Config, load_config  # noqa: E402
+from imserver.devserver.accounts import write_accounts  # noqa: E402
 from imserver.devserver.prosody import PROSODYCTL, ProsodyInstance, free_port  # noqa: E402
 
 DOMAIN = "localhost"

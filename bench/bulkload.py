@@ -352,15 +352,16 @@ def load_sqlite(
         ins_m = _sql_insert("members", MEMBER_COLUMNS)
         ins_u = _sql_insert("uplines", UPLINE_COLUMNS)
         ins_a = _sql_insert("agency_links", AGENCY_COLUMNS)
-        with Progress("members", total) as bar:  # drawn on a terminal only
-            for chunk in plan.chunks(sqlite=True):
-                conn.executemany(ins_m, chunk.members)
-                conn.executemany(ins_u, chunk.uplines)
-                conn.executemany(ins_a, chunk.agency)
-                counts["members"] += len(chunk.members)
-                counts["uplines"] += len(chunk.uplines)
-                counts["agency_links"] += len(chunk.agency)
-                bar.advance(len(chunk.members))
+        bar = Progress("members", total, quiet=True)  # drawn on a terminal only
+        for chunk in plan.chunks(sqlite=True):
+            conn.executemany(ins_m, chunk.members)
+            conn.executemany(ins_u, chunk.uplines)
+            conn.executemany(ins_a, chunk.agency)
+            counts["members"] += len(chunk.members)
+            counts["uplines"] += len(chunk.uplines)
+            counts["agency_links"] += len(chunk.agency)
+            bar.advance(len(chunk.members))
+        bar.done()
         # The same upsert as store.members.next_rule_seq, with the final figure.
         conn.executemany(
             "INSERT INTO rule_counters (region_code, letter, last_seq) VALUES (?, ?, ?) "
@@ -414,21 +415,22 @@ async def load_postgres(
             report.seconds["read"] = time.monotonic() - t0
             t1 = time.monotonic()
             counts = {"members": 0, "uplines": 0, "agency_links": 0}
-            with Progress("members", total) as bar:  # drawn on a terminal only
-                for chunk in plan.chunks(sqlite=False):
-                    await conn.copy_records_to_table(
-                        "members", records=chunk.members, columns=MEMBER_COLUMNS
-                    )
-                    await conn.copy_records_to_table(
-                        "uplines", records=chunk.uplines, columns=UPLINE_COLUMNS
-                    )
-                    await conn.copy_records_to_table(
-                        "agency_links", records=chunk.agency, columns=AGENCY_COLUMNS
-                    )
-                    counts["members"] += len(chunk.members)
-                    counts["uplines"] += len(chunk.uplines)
-                    counts["agency_links"] += len(chunk.agency)
-                    bar.advance(len(chunk.members))
+            bar = Progress("members", total, quiet=True)  # drawn on a terminal only
+            for chunk in plan.chunks(sqlite=False):
+                await conn.copy_records_to_table(
+                    "members", records=chunk.members, columns=MEMBER_COLUMNS
+                )
+                await conn.copy_records_to_table(
+                    "uplines", records=chunk.uplines, columns=UPLINE_COLUMNS
+                )
+                await conn.copy_records_to_table(
+                    "agency_links", records=chunk.agency, columns=AGENCY_COLUMNS
+                )
+                counts["members"] += len(chunk.members)
+                counts["uplines"] += len(chunk.uplines)
+                counts["agency_links"] += len(chunk.agency)
+                bar.advance(len(chunk.members))
+            bar.done()
             await conn.executemany(
                 "INSERT INTO rule_counters (region_code, letter, last_seq) VALUES ($1, $2, $3) "
                 "ON CONFLICT (region_code, letter) DO UPDATE SET last_seq = excluded.last_seq",

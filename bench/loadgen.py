@@ -19,8 +19,8 @@ with ``--watch`` (or whose command line contains a text, ``--watch-cmdline``: th
 PostgreSQL backends of one database), over the same measurement window, so that a
 reader can see it was never the bottleneck.
 
-Also importable: ``write_accounts`` creates Prosody ``internal_hashed`` accounts as
-files (fast; no prosodyctl per account) and ``probe`` waits for a JID to answer.
+Also importable: ``probe`` waits for a JID to answer; ``write_accounts`` (from
+``imserver.devserver.accounts``) creates Prosody ``internal_hashed`` accounts as files.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ import resource
 import socket
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,6 @@ STREAM_HEADER = (
     "xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
 )
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
-# Prosody's default internal_hashed iteration count is 10,000; 4,096 is RFC 5802's
-# minimum (below it Prosody logs a warning on every login).
-ITERATIONS = 4096
 
 # One tag: <name ...>, </name> or <name .../>. Prosody escapes '>' inside attribute
 # values and text, and sends no comments or CDATA, so a tag never contains '>'.
@@ -155,46 +151,6 @@ def parse_reply(stanza: bytes) -> tuple[bytes, bytes, bytes] | None:
         names = [n for n in _CONDITION.findall(stanza) if n != b"text"]
         condition = names[0] if names else b"undefined-condition"
     return ident, kind, condition
-
-
-def _escape_node(user: str) -> str:
-    # Prosody's datamanager encodes every byte that is not a letter or digit as %xx.
-    return "".join(
-        chr(b) if chr(b).isascii() and chr(b).isalnum() else f"%{b:02x}"
-        for b in user.encode("utf-8")
-    )
-
-
-def write_accounts(
-    data_path: Path, host: str, users: Iterable[str], password: str, iterations: int = ITERATIONS
-) -> int:
-    """Create Prosody ``internal_hashed`` accounts by writing their files directly.
-
-    ``data_path`` is Prosody's ``data_path``; ``users`` are local parts. Every account
-    gets the same salt, so that a client logging in many of them hashes the password
-    once (a benchmark's accounts, never real ones). Prosody reads account files on each
-    login, so this works whether or not it is running. Returns the number written.
-    """
-    salt = str(uuid.uuid4())
-    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt.encode(), iterations)
-    client_key = hmac.new(salted, b"Client Key", "sha1").digest()
-    stored_key = hashlib.sha1(client_key).hexdigest()
-    server_key = hmac.new(salted, b"Server Key", "sha1").hexdigest()
-    text = (
-        "return {\n"
-        f'\t["iteration_count"] = {iterations};\n'
-        f'\t["salt"] = "{salt}";\n'
-        f'\t["stored_key"] = "{stored_key}";\n'
-        f'\t["server_key"] = "{server_key}";\n'
-        "};\n"
-    )
-    folder = data_path / _escape_node(host) / "accounts"
-    folder.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for user in users:
-        (folder / f"{_escape_node(user)}.dat").write_text(text)
-        n += 1
-    return n
 
 
 _SALTED: dict[tuple[str, bytes, int], bytes] = {}

@@ -11,11 +11,12 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imserver.config import Config, ConfigError, load_config
-from imserver.devserver.prosody import ProsodyError, ProsodyInstance, StartInterrupted
+from imserver.devserver.prosody import ProsodyError, StartInterrupted, for_config
 from imserver.devserver.stopping import Stopper, StopRequested
 from imserver.logs import configure as configure_logging
 from imserver.xmpp.hardening import UnsafeEnvironment
@@ -26,17 +27,6 @@ if TYPE_CHECKING:
     from imserver.service.regions import LoadReport
 
 log = logging.getLogger("imserver")
-
-
-def _prosody(config: Config) -> ProsodyInstance:
-    x = config.xmpp
-    return ProsodyInstance(
-        Path(config.prosody.data_dir),
-        domain=x.domain,
-        client_port=x.client_port,
-        component_port=x.component_port,
-        components={x.component: x.secret},
-    )
 
 
 def cmd_migrate(config: Config, _args: argparse.Namespace) -> int:
@@ -113,7 +103,7 @@ def cmd_regions_resolve(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_add(config: Config, args: argparse.Namespace) -> int:
-    _prosody(config).add_account(args.jid, args.password)
+    for_config(config).add_account(args.jid, args.password)
     print(f"account {args.jid} created")
     return 0
 
@@ -216,7 +206,7 @@ def cmd_dev(config: Config, _args: argparse.Namespace) -> int:
     stopper.install()  # first: the imports below take a while
     from imserver.store.migrate import upgrade
 
-    prosody = _prosody(config)
+    prosody = for_config(config)
     # Before the database is touched: a second run must change nothing of the first's.
     prosody.claim()
     stopper.on_emergency(prosody.kill)
@@ -308,12 +298,49 @@ def cmd_status(config: Config, _args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    """Seed a small city by the protocol, trade for a day, print the summary and draw it."""
+    from imserver.demo.run import DemoOptions, main
+
+    options = DemoOptions(
+        users=args.users,
+        payments=args.payments,
+        out=Path(args.out) if args.out else None,
+        seed=args.seed,
+        admin_password=args.admin_password,
+        config_file=args.config,
+    )
+    return main(config, options)
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number within [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"give a number from {low:,} to {high:,}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imserver", description=__doc__)
     parser.add_argument(
         "--config", default="config.toml", help="config file (default: %(default)s)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="LOGGER",
+        help="log LOGGER at DEBUG, e.g. imserver.batches (batch commits); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="bring the database to the newest schema").set_defaults(
         func=cmd_migrate
@@ -362,17 +389,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="private Prosody + component in the foreground").set_defaults(
         func=cmd_dev
     )
+    demo = sub.add_parser(
+        "demo",
+        help="seed a small city by the protocol, run a day of payments, summarise and draw it",
+    )
+    demo.add_argument(
+        "--users", type=_count(1, 5000), default=300, help="users who join (default %(default)s)"
+    )
+    demo.add_argument(
+        "--payments",
+        type=_count(1, 100_000),
+        default=3000,
+        help="payments in the day (default %(default)s)",
+    )
+    demo.add_argument("--out", help="folder for the pictures (default: var/demo/<time>-<tag>)")
+    demo.add_argument("--seed", type=int, help="random seed, to replay the same day")
+    demo.add_argument(
+        "--admin-password",
+        help="the password of the config's first admin, if its account exists already",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    configure_logging(None, verbose=args.verbose)
+    configure_logging(None, verbose=args.verbose, trace=args.trace)
     try:
         config = load_config(args.config)
         # The configured format from here on, with the secrets it must never write.
-        configure_logging(config, verbose=args.verbose)
+        configure_logging(config, verbose=args.verbose, trace=args.trace)
         return int(args.func(config, args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)

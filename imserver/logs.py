@@ -16,7 +16,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -180,9 +180,12 @@ FORMATTERS: dict[str, Callable[[Iterable[str]], _Redacting]] = {
 _handler: logging.Handler | None = None  # the handler configure() installed last
 
 
-def configure(config: Config | None, *, verbose: bool = False) -> None:
+def configure(
+    config: Config | None, *, verbose: bool = False, trace: Sequence[str] = ()
+) -> None:
     """Send every record to stderr in the configured format (``None``: the defaults,
-    before a config could be read); ``verbose`` lowers the level to DEBUG."""
+    before a config could be read); ``verbose`` lowers the level to DEBUG, ``trace``
+    names loggers to write at DEBUG alone (``imserver --trace NAME``)."""
     log = config.log if config is not None else LogConfig()
     # No format of ours shows the caller's file and line, the thread or the process: not
     # finding them saves about a third of each record's cost (the logging HOWTO's
@@ -206,3 +209,5 @@ def configure(config: Config | None, *, verbose: bool = False) -> None:
     # slixmpp traces every stanza at DEBUG, JIDs and all: only where the config shows JIDs.
     stanzas = logging.NOTSET if log.jids == "full" else logging.INFO
     logging.getLogger(STANZA_TRACE).setLevel(stanzas)
+    for name in trace:
+        logging.getLogger(name).setLevel(logging.DEBUG)

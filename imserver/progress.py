@@ -1,9 +1,9 @@
-"""A one-line progress bar for long command-line work, on stderr, for people only.
+"""Progress of long command-line work on stderr: a bar redrawn in place on a terminal.
 
-It draws only when its stream is a terminal: piped into a file, a log or a test, it
-writes nothing at all, so the output of scripts stays what it was. Redrawn at most five
-times a second, so a loop may call :meth:`Progress.advance` for every item. No library:
-a bar, a count, a rate and an estimate of the time left are a few lines.
+Off a terminal (a pipe, a log, a test's captured output) it writes a line every tenth of
+the way, as the demo's story wants, or nothing at all with ``quiet=True``, as scripts
+whose output is data want (the bulk load of ``bench/``). No library: a bar, a count and
+a note are a few lines. Used by ``imserver demo`` and ``bench/bulkload.py``.
 """
 
 from __future__ import annotations
@@ -13,55 +13,51 @@ import time
 from typing import TextIO
 
 WIDTH = 30
-REDRAW = 0.2  # seconds between two redraws
+REDRAW = 0.1  # seconds between two redraws on a terminal (a loop may advance per item)
 
 
 class Progress:
-    """``with Progress("members", total) as bar: … bar.advance(n) …``"""
+    """One step's progress: ``advance`` as work ends, ``done`` at the end."""
 
-    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
-        self.label = label
-        self.total = max(total, 0)
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty()
-        self.done = 0
-        self._started = time.monotonic()
+    def __init__(
+        self, label: str, total: int, out: TextIO | None = None, *, quiet: bool = False
+    ) -> None:
+        self.label, self.total, self.count = label, max(total, 1), 0
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.silent = quiet and not self.tty
+        self._shown = -1
         self._drawn = 0.0
+        self.note = ""
+        self.started = time.monotonic()
 
-    def __enter__(self) -> Progress:
-        return self
+    def advance(self, n: int = 1, note: str = "") -> None:
+        """Count ``n`` more units done; ``note`` is shown after the bar."""
+        self.count += n
+        self.note = note or self.note
+        if self.silent:
+            return
+        if self.tty:
+            now = time.monotonic()
+            if now - self._drawn >= REDRAW or self.count >= self.total:
+                self._drawn = now
+                self.out.write("\r" + self._line())
+                self.out.flush()
+            return
+        tenth = 10 * self.count // self.total
+        if tenth != self._shown and self.count < self.total:  # done() writes the last
+            self._shown = tenth
+            self.out.write(self._line() + "\n")
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def done(self, note: str = "") -> None:
+        """End the step's line, with the time it took."""
+        if self.silent:
+            return
+        self.note = f"{note or self.note}  ({time.monotonic() - self.started:.1f} s)"
+        self.out.write(("\r" if self.tty else "") + self._line() + "\n")
+        self.out.flush()
 
-    def advance(self, n: int = 1) -> None:
-        """Count ``n`` more items done; redraw when it is time."""
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and now - self._drawn >= REDRAW:
-            self._drawn = now
-            self._draw(now)
-
-    def close(self) -> None:
-        """Draw the final state and end the line."""
-        if self.enabled:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def line(self, now: float) -> str:
-        """The bar as text: label, bar, count, rate, time left."""
-        elapsed = max(now - self._started, 1e-9)
-        rate = self.done / elapsed
-        share = min(self.done / self.total, 1.0) if self.total else 1.0
-        filled = int(share * WIDTH)
-        left = (self.total - self.done) / rate if rate and self.done < self.total else 0.0
-        return (
-            f"{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] "
-            f"{self.done:,}/{self.total:,} {share:4.0%} {rate:,.0f}/s {left:,.0f}s left"
-        )
-
-    def _draw(self, now: float) -> None:
-        # \r and "erase to end of line": the bar replaces itself in place.
-        self.stream.write(f"\r{self.line(now)}\x1b[K")
-        self.stream.flush()
+    def _line(self) -> str:
+        filled = WIDTH * min(self.count, self.total) // self.total
+        bar = "#" * filled + "." * (WIDTH - filled)
+        return f"  {self.label:<14} [{bar}] {self.count:>6,}/{self.total:,} {self.note}"

@@ -1,4 +1,5 @@
-"""Fixtures: a real Prosody on free loopback ports, both databases, the component, clients."""
+"""Fixtures: a real Prosody (and an ejabberd for the scale-out tests) on free loopback
+ports, both databases, the component, clients."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from imserver.app import App
 from imserver.config import Config, load_config
+from imserver.devserver.ejabberd import EjabberdInstance
 from imserver.devserver.prosody import ProsodyInstance, free_port
 from imserver.geo.regions import load_regions_csv
 from imserver.service.regions import load_regions
@@ -27,6 +29,8 @@ DOMAIN = "localhost"
 OTHER_DOMAIN = "other.localhost"
 SECRET = "test-secret"
 COMPONENTS = {"sqlite": "dist.localhost", "postgresql": "distpg.localhost"}
+# The one component name that several processes share on ejabberd.
+EJABBERD_COMPONENT = "dist.localhost"
 PG_ADMIN_DSN = os.environ.get(
     "IMSERVER_TEST_PG", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
 )
@@ -47,6 +51,26 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyInstanc
         extra_hosts=(OTHER_DOMAIN,),
     )
     instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EjabberdInstance]:
+    """A private ejabberd (two client domains, one component name for several processes).
+
+    Started from the main thread: it dies with the test run however that ends.
+    """
+    instance = EjabberdInstance(
+        tmp_path_factory.mktemp("ejabberd"),
+        domain=DOMAIN,
+        client_port=free_port(),
+        component_port=free_port(),
+        http_port=free_port(),
+        components={EJABBERD_COMPONENT: SECRET},
+        extra_hosts=(OTHER_DOMAIN,),
+    )
+    instance.start(timeout=60)
     yield instance
     instance.stop()
 

@@ -18,7 +18,10 @@ What is asserted afterwards, in both runs:
   what Prosody itself accepted and then lost with a client link it closed), and an
   earning received twice came both times in messages with the same id and origin-id,
   the id stored with it, sent again around a fault (after the claim's lease when the
-  process died).
+  process died);
+- at least a third of the component kills landed inside a batch's transaction (the
+  component's ``--trace imserver.batches`` lines tell); when too few did by chance, the
+  next kill waits for a batch to begin.
 
 The fast runs (``make test``) make 5 kills (16 payments in flight), 3 Prosody restarts
 and 2 Prosody SIGKILLs per backend; the soak runs (``make soak``, ``-m soak``) 30 kills
@@ -43,13 +46,8 @@ from typing import Any
 
 import pytest
 
-from imserver.config import load_config
 from imserver.devserver.prosody import ProsodyInstance, free_port
-from imserver.geo.regions import load_regions_csv
-from imserver.service.context import Context
 from imserver.service.outbox import LEASE
-from imserver.service.regions import load_regions
-from imserver.store.db import Database
 from imserver.store.migrate import upgrade
 from tests.conftest import (
     BACKENDS,
@@ -59,7 +57,6 @@ from tests.conftest import (
 )
 from tests.support.clients import PASSWORD
 from tests.support.faults import (
-    CONFIG,
     Bot,
     ComponentProcess,
     Earning,
@@ -68,6 +65,7 @@ from tests.support.faults import (
     OutboxEntry,
     accepted_by_prosody,
     component_env,
+    load_shipped_regions,
     message_ids,
     outbox_entries,
     payment_load,
@@ -157,15 +155,6 @@ async def _network(
     return [c[n] for n in names], earners, bots
 
 
-async def _load_regions(env: dict[str, str], url: str) -> None:
-    config = load_config(CONFIG, env={k: v for k, v in env.items() if k.startswith("IMSERVER_")})
-    db = Database(url)
-    try:
-        await load_regions(Context(db, config), load_regions_csv())
-    finally:
-        await db.dispose()
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 async def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -193,7 +182,7 @@ async def world(
     admin_jid = f"admin@{DOMAIN}"
     env = component_env(prosody, jid, SECRET, url, admin_jid)
     await asyncio.to_thread(upgrade, url)
-    await _load_regions(env, url)
+    await load_shipped_regions(env, url)
     component = ComponentProcess(env, tmp / "imserver.log")
     component.start()
     clients: list[FaultClient] = []
@@ -397,17 +386,28 @@ async def run_kills(
         )
     )
     windows: list[tuple[float, float]] = []
-    startup_kills = 0
+    startup_kills = inside_commit = moved = 0
     seen = comp.connections() - 1  # the running incarnation has made its handshake
     for i in range(kills):
+        at = time.time()
         if i % 4 == 3:
             await asyncio.sleep(rng.uniform(0.05, 1.5))
             startup_kills += 1
+            at = time.time()
+            comp.kill()
+            inside = comp.batch_open()
         else:
             await comp.wait_connection(seen, 60)
             await asyncio.sleep(rng.uniform(0.3, 2.0))
-        at = time.time()
-        comp.kill()
+            at = time.time()
+            if 3 * inside_commit >= i + 1:
+                comp.kill()
+                inside = comp.batch_open()
+            else:
+                # A third of the kills must land inside a commit: this one waits for one.
+                moved += 1
+                inside = await comp.kill_inside_batch()
+        inside_commit += inside
         windows.append((at, time.time()))
         seen = comp.connections()
         comp.start()
@@ -419,12 +419,15 @@ async def run_kills(
         "run": "kills",
         "kills": kills,
         "startup_kills": startup_kills,
+        "kills_inside_commit": inside_commit,
+        "kills_moved_to_a_commit": moved,
         "in_flight": workers_per_bot * len(world.bots),
     }
     figures |= await _check(world, stats, prefix, windows)
     figures["seconds"] = round(time.monotonic() - t0, 1)
     print(json.dumps(figures))
     assert comp.kills >= kills
+    assert 3 * inside_commit >= kills, f"only {inside_commit} of {kills} kills hit a commit"
     # At least once: a round claimed by a killed process is sent again after its lease.
     lost = figures["notifications"]["lost_in_window"]
     assert lost == 0, f"{lost} notifications never arrived after the kills"
@@ -526,7 +529,10 @@ def save(figures: dict[str, Any]) -> None:
     that every figure the docs give can be traced to a run."""
     root = Path(__file__).parents[1]
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+        cwd=root,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {"date": at, "commit": commit or None, **figures}

@@ -277,7 +277,7 @@ async def test_store_unavailable_only_for_outages(private_pg: PrivatePostgres) -
             await conn.exec_driver_sql("SELECT 1")
             return list(items)
 
-        writer: GroupCommit[int, int] = GroupCommit(db, batch, cap=64)
+        writer: GroupCommit[int, int] = GroupCommit(db, batch, name="test", cap=64)
         await asyncio.to_thread(private_pg.stop, "fast")
         try:
             db.transactions = 0

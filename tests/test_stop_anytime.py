@@ -339,10 +339,14 @@ def test_prosody_of_a_live_imserver_is_kept_and_of_a_dead_one_stopped(rig: Rig) 
     )
     try:
         deadline = time.monotonic() + 15
-        while not (_listening(rig.client_port) and _listening(rig.component_port)):
+        pid_file = rig.data_dir / "prosody.pid"
+        # Prosody may open its ports a moment before it writes its pid file.
+        while not (
+            _listening(rig.client_port) and _listening(rig.component_port) and pid_file.exists()
+        ):
             assert old.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
-        stale = int((rig.data_dir / "prosody.pid").read_text())
+        stale = int(pid_file.read_text())
         refused = rig.launch()
         assert refused.wait(30) == 3, refused.output()
         assert f"belongs to a running imserver (pid {old.pid})" in refused.output()

@@ -27,6 +27,10 @@ from imserver.service.figures import SIZES, Tally
 from imserver.store.db import Conn, Database, Unavailable
 
 log = logging.getLogger(__name__)
+# Off unless asked for (``imserver --trace imserver.batches``): one line as a batch's
+# transaction begins and one when it has committed, so that a fault test can tell
+# whether a kill landed inside a commit.
+trace = logging.getLogger("imserver.batches")
 
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
@@ -43,11 +47,13 @@ class GroupCommit(Generic[I, R]):
         db: Database,
         run: BatchFunction[I, R],
         *,
+        name: str,
         cap: int,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.run = run
+        self.name = name
         self.cap = cap
         self.after_commit = after_commit
         self._queue: deque[tuple[I, asyncio.Future[R]]] = deque()
@@ -90,6 +96,9 @@ class GroupCommit(Generic[I, R]):
 
     async def _commit(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
+        tracing = trace.isEnabledFor(logging.DEBUG)
+        if tracing:
+            trace.debug("batch %s of %d begins", self.name, len(batch))
         try:
             outcomes = await self.db.transaction(lambda conn: self.run(conn, items))
         except asyncio.CancelledError:
@@ -110,6 +119,8 @@ class GroupCommit(Generic[I, R]):
             if not batch[0][1].done():
                 batch[0][1].set_exception(exc)
             return
+        if tracing:
+            trace.debug("batch %s committed", self.name)
         self.batches += 1
         self.items += len(batch)
         self.sizes.observe(len(batch))

@@ -108,7 +108,10 @@ class Membership:
         self.ctx = ctx
         self.resolver = resolver
         self.writer: GroupCommit[_Joining, MemberView] = GroupCommit(
-            ctx.db, self._register_batch, cap=ctx.config.registrations.batch_max
+            ctx.db,
+            self._register_batch,
+            name="registrations",
+            cap=ctx.config.registrations.batch_max,
         )
 
     async def close(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -33,18 +34,16 @@ class Outbox:
         most once per window, which is the digest."""
         return Round(self, limit)
 
-    async def confirm(self, ids: Sequence[int]) -> None:
-        """The server took the messages of these notifications: they are sent."""
-        for i in range(0, len(ids), PAGE):
-            chunk = ids[i : i + PAGE]
-            await self.ctx.db.transaction(partial(_confirm, chunk, self.ctx.clock()))
+    async def confirm(self, token: str) -> int:
+        """The server took the messages of the round ``token``: they are sent. Any
+        process may confirm any round (the answer that proves it may reach another
+        process than the sender's under ejabberd). Returns the rows confirmed."""
+        return await self.ctx.db.transaction(partial(_confirm, token, self.ctx.clock()))
 
-    async def give_back(self, ids: Sequence[int]) -> None:
-        """Unclaim notifications that were not confirmed: they go out again, in the same
-        messages (same ids), to whichever sender claims them next."""
-        for i in range(0, len(ids), PAGE):
-            chunk = ids[i : i + PAGE]
-            await self.ctx.db.transaction(partial(_unclaim, chunk))
+    async def give_back(self, token: str) -> None:
+        """Unclaim what the round ``token`` took and nobody confirmed: it goes out again,
+        in the same messages (same ids), from whichever sender claims it next."""
+        await self.ctx.db.transaction(partial(_unclaim, token))
 
     async def unsent(self) -> int:
         """How many notifications are waiting (or sent and not yet confirmed)."""
@@ -63,7 +62,9 @@ class Round:
     def __init__(self, owner: Outbox, limit: int) -> None:
         self.owner = owner
         self.limit = limit
-        self.ids: list[int] = []  # every row claimed so far (to confirm or give back)
+        # Names the round's rows: the server's answer confirms them by it.
+        self.token = uuid.uuid4().hex
+        self.ids: list[int] = []  # every row claimed so far
         self.more = False  # the round stopped at its limit: more rows wait
 
     async def messages(self) -> AsyncIterator[list[Notice]]:
@@ -74,7 +75,13 @@ class Round:
             size = min(PAGE, self.limit - len(self.ids))
             now = ctx.clock()
             claim = partial(
-                _claim_page, now, now - LEASE, self.owner._cursor, size, MAX_PER_MESSAGE
+                _claim_page,
+                self.token,
+                now,
+                now - LEASE,
+                self.owner._cursor,
+                size,
+                MAX_PER_MESSAGE,
             )
             page = await ctx.db.transaction(claim)
             if not page:
@@ -89,11 +96,12 @@ class Round:
 
 
 # A claim not confirmed within this time lapses. It must outlast a round's sending and
-# its confirmation (CONFIRM_TIMEOUT in xmpp/notify.py, 5 s) with room to spare.
+# the server's answer to its ping with room to spare.
 LEASE = timedelta(seconds=15)
 
 
 async def _claim_page(
+    token: str,
     now: datetime,
     lapsed_before: datetime,
     after: outbox.Cursor | None,
@@ -101,15 +109,15 @@ async def _claim_page(
     per_message: int,
     conn: Conn,
 ) -> list[outbox.ClaimedRow]:
-    return await outbox.claim(conn, now, lapsed_before, after, size, per_message)
+    return await outbox.claim(conn, token, now, lapsed_before, after, size, per_message)
 
 
-async def _confirm(ids: Sequence[int], now: datetime, conn: Conn) -> None:
-    await outbox.confirm(conn, ids, now)
+async def _confirm(token: str, now: datetime, conn: Conn) -> int:
+    return await outbox.confirm(conn, token, now)
 
 
-async def _unclaim(ids: Sequence[int], conn: Conn) -> None:
-    await outbox.unclaim(conn, ids)
+async def _unclaim(token: str, conn: Conn) -> None:
+    await outbox.unclaim(conn, token)
 
 
 def _notices(page: list[outbox.ClaimedRow]) -> list[Notice]:

@@ -86,6 +86,7 @@ class Payments:
         self.writer: GroupCommit[PaymentRequest, DistributionView] = GroupCommit(
             ctx.db,
             self._pay_batch,
+            name="payments",
             cap=ctx.config.payments.batch_max,
             after_commit=ctx.outbox_written,
         )

@@ -15,6 +15,7 @@ from imserver.service.payments import Payments
 from imserver.service.policy_admin import PolicyAdmin
 from imserver.service.queries import Queries
 from imserver.service.repair import Repair
+from imserver.service.sessions import Sessions
 from imserver.service.settlement import Settlement
 from imserver.service.withdrawals import Withdrawals
 
@@ -36,6 +37,7 @@ class Services:
     withdrawals: Withdrawals
     outbox: Outbox
     health: Health
+    sessions: Sessions
 
     async def close(self) -> None:
         """Stop the background writers (before the database is disposed)."""
@@ -59,4 +61,5 @@ class Services:
             withdrawals=Withdrawals(ctx),
             outbox=Outbox(ctx),
             health=Health(ctx),
+            sessions=Sessions(ctx),
         )

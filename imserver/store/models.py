@@ -298,6 +298,30 @@ class OutboxMessage(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The round that claimed it: whichever process gets the server's answer to that
+    # round's ping confirms it by this token (ejabberd may route the answer to another
+    # process than the one that sent the round).
+    claim_token: Mapped[str | None] = mapped_column(
+        String(32), index=True, info=erased("keep", "a random round token")
+    )
+
+
+class CommandSession(Base):
+    """A command waiting for its next step (an ad-hoc form, a confirmation), kept in the
+    database so that the step may reach any process, or the same one after a restart."""
+
+    __tablename__ = "command_sessions"
+    # adhoc:<session id>, or chat:<bare JID> for the question waiting for a member's yes.
+    key: Mapped[str] = mapped_column(String(1100), primary_key=True, info=erased("text"))
+    owner: Mapped[str] = mapped_column(String(1023), info=erased("jid"))  # bare JID
+    # An ad-hoc session belongs to the full JID that started it.
+    resource: Mapped[str] = mapped_column(
+        String(1023), info=erased("keep", "a client's resource, only until the session ends")
+    )
+    node: Mapped[str] = mapped_column(String(100), info=erased("keep", "a command's name"))
+    step: Mapped[str] = mapped_column(String(20))  # submit | confirm
+    args: Mapped[str] = mapped_column(String(4000), info=erased("json"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 Index("ix_payments_due", Payment.settled_at, Payment.settle_at)

@@ -51,6 +51,7 @@ Cursor = tuple[str, int]
 
 async def claim(
     conn: AsyncConnection,
+    token: str,
     now: datetime,
     lapsed_before: datetime,
     after: Cursor | None,
@@ -59,7 +60,7 @@ async def claim(
 ) -> list[ClaimedRow]:
     """Take up to ``limit`` unsent rows that nobody holds (never claimed, or claimed
     before ``lapsed_before`` by a sender that never confirmed them), in recipient order
-    after ``after``; each taken row gets its message.
+    after ``after``, for the round ``token``; each taken row gets its message.
 
     A recipient's rows are taken all together or not at all (unless they alone fill the
     page), so a recipient gets one message per round. A row keeps the message it was
@@ -100,7 +101,7 @@ async def claim(
         out.append(ClaimedRow(oid, recipient, payload, message_id))
     if out:
         await conn.execute(
-            _CLAIM.values(claimed_at=now),
+            _CLAIM.values(claimed_at=now, claim_token=token),
             [{"b_id": r.id, "b_message": r.message_id} for r in out],
         )
     return out
@@ -113,23 +114,25 @@ _CLAIM = (
 )
 
 
-async def confirm(conn: AsyncConnection, ids: Sequence[int], now: datetime) -> None:
-    """The server has the messages of these rows: they are sent."""
-    if ids:
-        await conn.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(list(ids))).values(sent_at=now)
-        )
+async def confirm(conn: AsyncConnection, token: str, now: datetime) -> int:
+    """The server has the messages of the round ``token``: its rows are sent. Returns
+    how many (none when the round was given back and claimed again meanwhile)."""
+    result = await conn.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.claim_token == token, OutboxMessage.sent_at.is_(None))
+        .values(sent_at=now)
+    )
+    return int(result.rowcount or 0)
 
 
-async def unclaim(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    """Give rows back (never written to the link, or not confirmed): any sender takes
-    them again at once, in the same messages."""
-    if ids:
-        await conn.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(list(ids)), OutboxMessage.sent_at.is_(None))
-            .values(claimed_at=None)
-        )
+async def unclaim(conn: AsyncConnection, token: str) -> None:
+    """Give back what the round ``token`` claimed and nobody confirmed (never written,
+    or lost with the link): any sender takes it again at once, in the same messages."""
+    await conn.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.claim_token == token, OutboxMessage.sent_at.is_(None))
+        .values(claimed_at=None, claim_token=None)
+    )
 
 
 async def unsent_count(conn: AsyncConnection) -> int:

@@ -6,7 +6,7 @@ overview costs the same whatever the size of the network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -165,16 +165,21 @@ async def merchant_sales(
 
 
 async def payment_volume(
-    conn: AsyncConnection, region_code: str | None = None
+    conn: AsyncConnection,
+    region_code: str | None = None,
+    *,
+    merchant_ids: Collection[int] | None = None,
 ) -> dict[str, tuple[int, int, int]]:
-    """Per currency: (payments, amount paid, amount refunded), network-wide or for the
-    merchants inside one region."""
+    """Per currency: (payments, amount paid, amount refunded), network-wide, for the
+    merchants inside one region, or for the given merchants."""
     stmt = select(
         Payment.currency, func.count(), func.sum(Payment.amount), func.sum(Payment.refunded)
     ).group_by(Payment.currency)
     if region_code is not None:
         inside = select(AgencyLink.member_id).where(AgencyLink.region_code == region_code)
         stmt = stmt.where(Payment.merchant_id.in_(inside))
+    if merchant_ids is not None:
+        stmt = stmt.where(Payment.merchant_id.in_(list(merchant_ids)))
     return {
         currency: (int(n), int(paid or 0), int(refunded or 0))
         for currency, n, paid, refunded in await conn.execute(stmt)
@@ -204,3 +209,42 @@ async def agent_earnings(
     return {
         currency: (int(n), int(earned or 0)) for currency, n, earned in await conn.execute(stmt)
     }
+
+
+async def refund_count(conn: AsyncConnection, merchant_ids: Collection[int]) -> int:
+    """How many refunds these merchants made."""
+    stmt = select(func.count()).where(Refund.merchant_id.in_(list(merchant_ids)))
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+@dataclass(frozen=True)
+class EarnedRecord:
+    """What one beneficiary earned at one place of the split, refunds deducted."""
+
+    role: str  # referrer | agent | platform | merchant
+    level: int | None
+    scope: str | None
+    member_id: int | None  # None: the platform
+    net: int
+
+
+async def earned_by(
+    conn: AsyncConnection, merchant_ids: Collection[int], currency: str
+) -> list[EarnedRecord]:
+    """Net shares of the payments to these merchants, per role, level, scope and member."""
+    stmt = (
+        select(
+            PaymentShare.role,
+            PaymentShare.level,
+            PaymentShare.scope,
+            PaymentShare.member_id,
+            func.sum(PaymentShare.amount - PaymentShare.refunded),
+        )
+        .join(Payment, Payment.id == PaymentShare.payment_id)
+        .where(Payment.merchant_id.in_(list(merchant_ids)), Payment.currency == currency)
+        .group_by(PaymentShare.role, PaymentShare.level, PaymentShare.scope, PaymentShare.member_id)
+    )
+    return [
+        EarnedRecord(role, level, scope, member_id, int(net or 0))
+        for role, level, scope, member_id, net in await conn.execute(stmt)
+    ]

@@ -1,13 +1,18 @@
 """Sending the notification outbox after commit, and again after a reconnect or a crash.
 
 A notification is claimed in a committed transaction before it is written to the link,
-and claimed only while the link is up. After writing a round the sender pings the
-server: an answer means the server has the round, and only then are its notifications
-marked sent. No answer (the link dropped, Prosody restarted) gives the round back, and it
-goes out again once the component is connected. A claim that is never confirmed (this
-process was killed) lapses after a lease, and any sender sends it again. Every message
-keeps the id it was first sent with (``earning-<lowest outbox id>``, also as its XEP-0359
-origin-id), so delivery is at least once and a client drops a repeat by its id.
+and claimed only while the link is up, by a round with a random token. After writing a
+round the sender pings the server with the id ``outbox-<token>``: a server handles a
+stream's stanzas in order, so any answer (a result or an error) means it has the round,
+and whichever process receives that answer marks the round's notifications sent. No
+process waits for it: behind ejabberd, several processes share the component name and
+the answer may reach any of them. A link that drops gives back the rounds this process
+sent and nobody confirmed (Prosody closing a stream drops what it has not read), and
+they go out again once the component is connected. A claim that is never confirmed (the
+process was killed, or the answer reached a process that died) lapses after a lease, and
+any sender sends it again. Every message keeps the id it was first sent with
+(``earning-<lowest outbox id>``, also as its XEP-0359 origin-id), so delivery is at least
+once and a client drops a repeat by its id.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from slixmpp import JID
-from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from imserver.service.money_views import Notice
 from imserver.service.outbox import LEASE
@@ -31,8 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How long the server may take to confirm a batch before it is given back.
-CONFIRM_TIMEOUT = 5.0
+ROUND_PING = "outbox-"  # the id of a round's ping: outbox-<token>
 STORE_HINT = "<store xmlns='urn:xmpp:hints'/>"
 ORIGIN_ID_NS = "urn:xmpp:sid:0"  # XEP-0359: the id a repeat keeps
 EARNING_ATTRS = ("payment", "refund", "merchant", "payer", "amount", "currency", "role",
@@ -52,7 +58,14 @@ class Notifier:
         self._sweeper: asyncio.Task[None] | None = None
         self.sent = 0
         self.rounds = 0  # rounds that sent something: a recipient gets one message per round
+        self.confirmed = 0  # rounds this process confirmed (sent by it or by another)
+        # Rounds this process sent that nobody has confirmed yet: token -> when sent.
+        self._unconfirmed: dict[str, float] = {}
+        # Confirmations and give-backs under way (kept so that they are not collected).
+        self._writes: set[asyncio.Task[None]] = set()
         component.add_event_handler("session_start", self._on_connected)
+        component.add_event_handler("disconnected", self._on_disconnected)
+        component.register_handler(Callback("outbox rounds", _RoundAnswer(), self._on_answer))
         # Whoever commits notifications (payments, refunds, any later writer) wakes us.
         component.services.ctx.outbox_listeners.append(self.kick)
 
@@ -97,10 +110,10 @@ class Notifier:
                     await asyncio.sleep(0)
                 if not round_.ids:
                     continue
-                if not self.component.connected_event.is_set() or not await self._confirmed():
-                    await self.outbox.give_back(round_.ids)
+                if not self.component.connected_event.is_set():
+                    await self.outbox.give_back(round_.token)
                     continue
-                await self.outbox.confirm(round_.ids)
+                self._ask_confirmation(round_.token)
                 if round_.more:
                     self._dirty = True
             except Unavailable as exc:
@@ -110,27 +123,64 @@ class Notifier:
             except Exception:
                 log.exception("sending notifications failed; they go out again later")
                 with contextlib.suppress(Exception):
-                    await self.outbox.give_back(round_.ids)
+                    await self.outbox.give_back(round_.token)
                 self._dirty = True
 
-    async def _confirmed(self) -> bool:
-        """True once the server has taken what was just written to the link.
-
-        A server handles a stream's stanzas in order, so any answer to a ping sent after
-        them (a result or an error) means it has them. No answer means they may have
-        died with the link (Prosody closing a stream drops what it has not read): they
-        are given back and go out again after the reconnect.
-        """
+    def _ask_confirmation(self, token: str) -> None:
+        """Ping the server after the round: its answer confirms the round."""
         c = self.component
-        try:
-            await c.plugin["xep_0199"].send_ping(
-                JID(c.config.xmpp.domain), ifrom=c.boundjid, timeout=CONFIRM_TIMEOUT
+        now = time.monotonic()
+        # A round older than the lease is any sender's again: no need to remember it.
+        horizon = now - LEASE.total_seconds()
+        for old in [t for t, at in self._unconfirmed.items() if at < horizon]:
+            del self._unconfirmed[old]
+        self._unconfirmed[token] = now
+        c.send_raw(
+            element(
+                "iq",
+                (
+                    ("type", "get"),
+                    ("id", f"{ROUND_PING}{token}"),
+                    ("to", c.config.xmpp.domain),
+                    ("from", c.boundjid.bare),
+                ),
+                "<ping xmlns='urn:xmpp:ping'/>",
             )
-        except IqError:
-            return True
-        except IqTimeout:
-            return False
-        return True
+        )
+
+    def _on_answer(self, iq: StanzaBase) -> None:
+        # Only the server answers the pings; a token is 128 random bits, never guessed.
+        if iq["from"].full != self.component.config.xmpp.domain:
+            return
+        token = iq["id"][len(ROUND_PING) :]
+        self._unconfirmed.pop(token, None)
+        task = asyncio.ensure_future(self._confirm(token))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _confirm(self, token: str) -> None:
+        try:
+            await self.outbox.confirm(token)
+            self.confirmed += 1
+        except Exception as exc:
+            # Unconfirmed, the round lapses after the lease and goes out again.
+            log.warning("a notification round stays unconfirmed (%s)", exc)
+
+    def _on_disconnected(self, _event: Any) -> None:
+        # What this process wrote and nobody confirmed may have died with the link.
+        tokens, self._unconfirmed = list(self._unconfirmed), {}
+        if tokens:
+            task = asyncio.ensure_future(self._give_back(tokens))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _give_back(self, tokens: list[str]) -> None:
+        for token in tokens:
+            try:
+                await self.outbox.give_back(token)
+            except Exception as exc:
+                log.warning("a notification round waits for its lease (%s)", exc)
+                return
 
     def _send(self, notice: Notice) -> None:
         c = self.component
@@ -151,7 +201,27 @@ class Notifier:
         self.sent += len(notice.ids)
 
     async def idle(self, timeout: float = 10.0) -> None:
-        """Wait until the current drain has finished (tests and benchmarks)."""
+        """Wait until the current drain has finished and the server has confirmed what
+        this process sent (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        while time.monotonic() < deadline:
+            if not (self._unconfirmed or self._writes):
+                break
+            await asyncio.sleep(0.01)
+
+
+class _RoundAnswer(MatcherBase):
+    """Matches the server's answer (result or error) to a round's ping."""
+
+    def __init__(self) -> None:
+        super().__init__(ROUND_PING)
+
+    def match(self, xml: StanzaBase) -> bool:
+        return (
+            xml.name == "iq"
+            and xml["type"] in ("result", "error")
+            and str(xml["id"]).startswith(ROUND_PING)
+        )

@@ -87,6 +87,33 @@ class XEP_Distribution(BasePlugin):
         iq.enable("balance")
         return await iq.send(**kw)
 
+    async def merchant(
+        self,
+        component: str,
+        jid: str,
+        name: str,
+        location: dict[str, str],
+        *,
+        referrer: str | None = None,
+        **kw: Any,
+    ) -> Iq:
+        """Admin: make ``jid`` a merchant at ``location`` (``{"region": …}``, ``{"lat": …,
+        "lon": …}`` with an optional ``"crs"``, or ``{"address": …}``)."""
+        iq = self._iq(component, "set")
+        m = iq["merchant"]
+        m["jid"], m["name"] = jid, name
+        if referrer:
+            m["referrer"] = referrer
+        for key, value in location.items():
+            m["location"][key] = value
+        return await iq.send(**kw)
+
+    async def agent(self, component: str, jid: str, region: str, **kw: Any) -> Iq:
+        """Admin: make ``jid`` the agent of ``region`` (replacing the one before)."""
+        iq = self._iq(component, "set")
+        iq["agent"]["jid"], iq["agent"]["region"] = jid, region
+        return await iq.send(**kw)
+
     async def terminate(self, component: str, jid: str, reason: str | None = None, **kw: Any) -> Iq:
         """Admin: end a member's service (its chains are repaired before the answer)."""
         return await self._member_request(component, "terminate", jid, reason, **kw)

@@ -30,7 +30,11 @@ from slixmpp import Message
 from slixmpp.exceptions import IqError, IqTimeout
 from sqlalchemy import func, select
 
-from imserver.devserver.prosody import ProsodyInstance, terminate
+from imserver.config import load_config
+from imserver.devserver.server import PrivateServer, terminate
+from imserver.geo.regions import load_regions_csv
+from imserver.service.context import Context
+from imserver.service.regions import load_regions
 from imserver.store.db import Database
 from imserver.store.models import LedgerTxn, Member, OutboxMessage, Payment, PaymentShare
 from plugins.distribution import NS
@@ -39,6 +43,9 @@ from tests.support.clients import Client
 REPO = Path(__file__).parents[2]
 CONFIG = REPO / "config.toml"
 CONNECTED_MARK = " connected to "  # the component's log line on every session_start
+# The lines of ``--trace imserver.batches``: a batch's transaction begins / has committed.
+BATCH_BEGINS = re.compile(rb"imserver\.batches: batch \w+ of \d+ begins$")
+BATCH_COMMITTED = re.compile(rb"imserver\.batches: batch \w+ committed$")
 # Answers that mean "not handled, nothing changed": Prosody 0.12 answers
 # remote-server-timeout ("Component unavailable") for a component that is not connected;
 # the component answers internal-server-error for a request that failed (rolled back).
@@ -58,10 +65,11 @@ def _imserver() -> list[str]:
 
 
 def component_env(
-    prosody: ProsodyInstance, component: str, secret: str, url: str, admin: str
+    prosody: PrivateServer, component: str, secret: str, url: str, admin: str
 ) -> dict[str, str]:
     """The environment of a child ``imserver``: this process's, minus any IMSERVER_* of
-    its own, plus the config of a component on ``prosody`` and database ``url``.
+    its own, plus the config of a component on ``prosody`` (or ejabberd) and database
+    ``url``.
 
     The reconnect cap is left at the shipped default (config.toml) on purpose: the
     Prosody-restart test measures the back-off that operators get.
@@ -81,6 +89,16 @@ def component_env(
         }
     )
     return env
+
+
+async def load_shipped_regions(env: Mapping[str, str], url: str) -> None:
+    """Load the shipped region data into the (migrated) database at ``url``."""
+    config = load_config(CONFIG, env={k: v for k, v in env.items() if k.startswith("IMSERVER_")})
+    db = Database(url)
+    try:
+        await load_regions(Context(db, config), load_regions_csv())
+    finally:
+        await db.dispose()
 
 
 def run_cli(env: Mapping[str, str], *args: str, timeout: float = 60.0) -> tuple[int, str]:
@@ -104,21 +122,33 @@ class ComponentProcess:
     writes one "connected to" line, which is how the tests see it (re)connect.
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, trace: tuple[str, ...] = ()
+    ) -> None:
         self.env = dict(env)
         self.log_path = log_path
+        # Loggers at DEBUG besides imserver.batches (its lines are read by batch_open).
+        self.trace = ("imserver.batches", *trace)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
         self._offset = 0
         self._connections = 0
+        self._batch_offset = 0
+        self._batch_open = False
 
     def start(self) -> None:
         """Spawn a new incarnation (the previous one must be gone)."""
         assert self.process is None or self.process.poll() is not None
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*_imserver(), "--config", str(CONFIG), "run"],
+                [
+                    *_imserver(),
+                    "--config",
+                    str(CONFIG),
+                    *(arg for name in self.trace for arg in ("--trace", name)),
+                    "run",
+                ],
                 env=self.env,
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
@@ -128,6 +158,40 @@ class ComponentProcess:
                 start_new_session=True,
             )
         self.starts += 1
+        self.batch_open()  # skip the previous incarnation's lines: its batch died with it
+        self._batch_open = False
+
+    def batch_open(self) -> bool:
+        """Whether the newest batch line of the log says a transaction is under way.
+
+        Read right after a SIGKILL, it tells whether the kill landed inside a commit: the
+        component writes its "begins" line before the transaction and its "committed"
+        line after the commit returned, each flushed before it goes on.
+        """
+        with self.log_path.open("rb") as f:
+            f.seek(self._batch_offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1
+        for line in reversed(chunk[:end].splitlines()):
+            if BATCH_BEGINS.search(line):
+                self._batch_open = True
+                break
+            if BATCH_COMMITTED.search(line):
+                self._batch_open = False
+                break
+        self._batch_offset += end
+        return self._batch_open
+
+    async def kill_inside_batch(self, timeout: float = 5.0) -> bool:
+        """SIGKILL as soon as the log shows a batch under way (or at ``timeout``);
+        returns whether the kill landed inside it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.batch_open():
+                break
+            await asyncio.sleep(0.001)
+        self.kill()
+        return self.batch_open()
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as when the machine's OOM killer strikes."""

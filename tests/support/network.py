@@ -21,22 +21,13 @@ async def add_merchant(
     location: dict[str, str] | None = None,
 ) -> Iq:
     """Have the admin create a merchant; returns the result IQ."""
-    iq = admin.iq(component, "set")
-    m = iq["merchant"]
-    m["jid"], m["name"] = jid, name
-    if referrer:
-        m["referrer"] = referrer
-    loc = m["location"]
-    for key, value in (location or {"region": region or ""}).items():
-        loc[key] = value
-    return await iq.send(timeout=10)
+    where = location or {"region": region or ""}
+    return await admin.dist.merchant(component, jid, name, where, referrer=referrer, timeout=10)
 
 
 async def assign_agent(admin: Client, component: str, jid: str, region: str) -> Iq:
     """Have the admin make ``jid`` the agent of ``region``."""
-    iq = admin.iq(component, "set")
-    iq["agent"]["jid"], iq["agent"]["region"] = jid, region
-    return await iq.send(timeout=10)
+    return await admin.dist.agent(component, jid, region, timeout=10)
 
 
 def member_of(iq: Iq) -> dict[str, str]:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imserver.devserver.prosody import ProsodyInstance
+from imserver.store.migrate import upgrade
 from tests.conftest import DOMAIN
 from tests.support.clients import PASSWORD, Client
-from tests.support.faults import ComponentProcess, component_env, run_cli
+from tests.support.faults import ComponentProcess, component_env, load_shipped_regions, run_cli
 from tests.support.network import add_merchant
 from tests.support.private import SECRET, private_prosody
 
@@ -76,9 +77,8 @@ async def running_component(tmp: Path, extra_env: Mapping[str, str] = {}) -> Asy
     async with private_prosody(tmp / "prosody", COMPONENT) as prosody:
         url = f"sqlite+aiosqlite:///{tmp / 'imserver.sqlite3'}"
         env = {**component_env(prosody, COMPONENT, SECRET, url, ADMIN), **extra_env}
-        for args in (("migrate",), ("regions", "load")):
-            rc, out = await asyncio.to_thread(run_cli, env, *args)
-            assert rc == 0, out
+        await asyncio.to_thread(upgrade, url)
+        await load_shipped_regions(env, url)
         running = Running(prosody, env, ComponentProcess(env, tmp / "imserver.log"), COMPONENT)
         try:
             await running.start()

@@ -1,9 +1,14 @@
 """The XEP-0050 front-end: each command as an ad-hoc command with XEP-0004 forms.
 
-Sessions live in :class:`SessionStore`, which frees a session as soon as its command has
-completed and expires abandoned ones: slixmpp's default dict keeps every session forever,
-and ``add_command(timeout=…)`` would send a cancel stanza *from the user's JID*, which the
-XMPP server refuses from a component.
+A session's pending step (the form to submit, the confirmation to give) is kept in the
+database before the answer goes out (``services.sessions``), so that the next step may
+reach any process (several share one component name behind ejabberd) or this one after
+a restart: a process that does not hold the session rebuilds it from that record.
+slixmpp's session objects (with their step functions) live in :class:`SessionStore`,
+which frees a session as soon as its command has completed and expires abandoned ones:
+slixmpp's default dict keeps every session forever, and ``add_command(timeout=…)`` would
+send a cancel stanza *from the user's JID*, which the XMPP server refuses from a
+component.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from slixmpp import Iq
+from slixmpp import JID, Iq
 from slixmpp.exceptions import XMPPError
 from slixmpp.plugins.xep_0004 import Form as XForm
 from slixmpp.plugins.xep_0030.stanza.items import DiscoItems
 
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.errors import ServiceError
+from imserver.service.sessions import SessionRecord
 from imserver.xmpp.commands.base import (
     Args,
     Command,
@@ -222,7 +228,8 @@ class AdHoc:
         """Every ad-hoc request takes the guarded path, then slixmpp's XEP-0050 handling.
 
         Starting a command checks its capabilities first (before a form is shown);
-        continuing a session is only for the JID that started it (slixmpp does not check).
+        continuing a session is only for the JID that started it (slixmpp does not check),
+        and a session this process does not hold is rebuilt from the database.
         """
         sessionid = iq["command"]["sessionid"]
         session = self.store.get(sessionid) if sessionid else None
@@ -231,9 +238,11 @@ class AdHoc:
         # slixmpp looks commands up by (to, node): one sent elsewhere is item-not-found.
         if iq["to"].full != self.component.boundjid.full:
             command = None
-        capabilities = command.capabilities if command and session is None else frozenset()
+        capabilities = command.capabilities if command and not sessionid else frozenset()
 
         async def continue_(_sender: str) -> None:
+            if sessionid and sessionid not in self.store:
+                await self._restore(iq, sessionid)
             current = self.store.get(sessionid) if sessionid else None
             if current is not None and current["from"] != iq["from"]:
                 raise XMPPError("item-not-found", text="no such session")
@@ -244,6 +253,45 @@ class AdHoc:
         await self.component.pipeline.run(
             operation, iq, continue_, capabilities=capabilities, what="command"
         )
+
+    async def _restore(self, iq: Iq, sessionid: str) -> None:
+        """Rebuild a session that another process (or an earlier run) started."""
+        record = await self.services.sessions.find(_key(sessionid))
+        if record is None:
+            raise XMPPError(
+                "bad-request",
+                text="this command session has ended or expired: start the command again",
+                extension="bad-sessionid",
+                extension_ns=COMMANDS_NS,
+            )
+        command = self.commands.by_node.get(record.node)
+        sender = iq["from"]
+        if command is None or (record.owner, record.resource) != (
+            sender_of(iq),
+            sender.resource,
+        ):
+            raise XMPPError("item-not-found", text="no such session")
+        if record.step == "submit":
+            step = self._submitter(command, record.owner)
+        else:
+            step = self._confirmer(command, record.owner, record.args)
+        self.store[sessionid] = {
+            "id": sessionid,
+            "from": JID(sender.full),
+            "to": iq["to"],
+            "node": record.node,
+            "payload": None,
+            "interfaces": {"form"},
+            "payload_classes": {XForm},
+            "notes": None,
+            "has_next": record.step == "submit" and command.confirms,
+            "allow_complete": False,
+            "allow_prev": False,
+            "past": [],
+            "next": step,
+            "prev": None,
+            "cancel": self._cancel,
+        }
 
     async def _list(self, jid: Any, node: Any, ifrom: Any, args: Any) -> DiscoItems:
         """disco#items on the commands node: only what the asking JID may run."""
@@ -260,13 +308,17 @@ class AdHoc:
     def _starter(self, command: Command) -> Callable[[Iq, Session], Awaitable[Session]]:
         async def start(iq: Iq, session: Session) -> Session:
             actor = sender_of(iq)  # parsed already by the pipeline: it cannot fail here
+            session["cancel"] = self._cancel
 
             async def step() -> Session:
                 if not command.fields or not command.adhoc_form:
-                    return await self._show(session, await command.run(actor, {}))
+                    return await self._show(
+                        session, command, actor, {}, await command.run(actor, {})
+                    )
                 session["payload"] = render_form(command.form())
                 session["next"] = self._submitter(command, actor)
                 session["has_next"] = command.confirms
+                await self._keep(session, command, actor, "submit", {})
                 return session
 
             return await self._freeing(session, step)
@@ -279,7 +331,9 @@ class AdHoc:
         async def submit(payload: Any, session: Session) -> Session:
             async def step() -> Session:
                 args = form_args(payload, command.fields)
-                return await self._show(session, await command.run(actor, args))
+                return await self._show(
+                    session, command, actor, args, await command.run(actor, args)
+                )
 
             return await self._freeing(session, step)
 
@@ -291,32 +345,60 @@ class AdHoc:
             return await step()
         except Exception:
             self.store.pop(session["id"], None)
+            await self.services.sessions.drop(_key(session["id"]))
             raise
 
-    async def _show(self, session: Session, result: Result) -> Session:
+    async def _keep(
+        self, session: Session, command: Command, actor: str, step: str, args: Args
+    ) -> None:
+        """Put the session's pending step where every process finds it, before the
+        answer that offers it goes out."""
+        record = SessionRecord(
+            _key(session["id"]), actor, session["from"].resource, command.node, step, args
+        )
+        await self.services.sessions.keep(record, SESSION_TTL)
+
+    async def _cancel(self, _iq: Iq, session: Session) -> None:
+        await self.services.sessions.drop(_key(session["id"]))
+
+    async def _show(
+        self, session: Session, command: Command, actor: str, args: Args, result: Result
+    ) -> Session:
         """Put a result into the session: a confirmation step, or the final answer."""
         session["has_next"] = False
         session["allow_prev"] = False
         if isinstance(result, Confirmation):
             form = Form("Confirm", result.prompt, (CONFIRM,))
             session["payload"] = render_form(form)
-            session["next"] = self._confirmer(result)
+            session["next"] = self._confirmer(command, actor, args)
+            await self._keep(session, command, actor, "confirm", args)
             return session
         session["payload"] = render_result(result)
         session["notes"] = [("info", result.title)]
         session["next"] = None
+        await self.services.sessions.drop(_key(session["id"]))
         return session
 
     def _confirmer(
-        self, confirmation: Confirmation
+        self, command: Command, actor: str, args: Args
     ) -> Callable[[Any, Session], Awaitable[Session]]:
         async def confirm(payload: Any, session: Session) -> Session:
             async def step() -> Session:
-                args = form_args(payload, (Field("confirm", "Yes, do it", "bool", False),))
-                if args.get("confirm") != "true":
-                    return await self._show(session, Text("Cancelled: nothing was changed."))
-                return await self._show(session, await confirmation.proceed())
+                answer = form_args(payload, (Field("confirm", "Yes, do it", "bool", False),))
+                if answer.get("confirm") != "true":
+                    cancelled = Text("Cancelled: nothing was changed.")
+                    return await self._show(session, command, actor, args, cancelled)
+                # The command runs again (its checks see the present), then proceeds.
+                result = await command.run(actor, args)
+                if isinstance(result, Confirmation):
+                    result = await result.proceed()
+                return await self._show(session, command, actor, args, result)
 
             return await self._freeing(session, step)
 
         return confirm
+
+
+def _key(sessionid: str) -> str:
+    """The database key of an ad-hoc session."""
+    return f"adhoc:{sessionid}"

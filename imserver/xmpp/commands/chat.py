@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import shlex
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from slixmpp import Message
 from slixmpp.exceptions import XMPPError
 
 from imserver.service.errors import ServiceError
+from imserver.service.sessions import SessionRecord
 from imserver.xmpp.commands.base import (
     Args,
     Command,
@@ -39,7 +37,6 @@ CHAT = "chat"  # the operation of a text message, in the pipeline's log and coun
 MAX_BODY = 2000  # characters of a command worth parsing
 MAX_ROWS = 30  # table rows in one chat answer
 CONFIRM_TTL = 120.0  # seconds a question waits for "yes"
-MAX_PENDING = 10_000
 # What a person reads when the work failed: the database is out of service for a while
 # (an error of type wait), or the request failed in a way they cannot fix.
 BRIEFLY_UNAVAILABLE = (
@@ -140,29 +137,13 @@ def usage_text(command: Command) -> str:
     return f"Usage: {command.usage}\n{command.help}"
 
 
-@dataclass
-class Pending:
-    """A question waiting for the sender's yes."""
-
-    confirmation: Confirmation
-    deadline: float
-
-
 class Chat:
     """Answers text commands sent to the component's JID."""
 
-    def __init__(
-        self,
-        component: Component,
-        commands: CommandSet,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, component: Component, commands: CommandSet) -> None:
         self.component = component
         self.commands = commands
         self.services = component.services
-        self.clock = clock
-        # Held in memory only: a lost question costs the sender one retyped command.
-        self.pending: dict[str, Pending] = {}
         component.add_event_handler("message", self._on_message)
 
     def _wanted(self, msg: Message) -> bool:
@@ -215,12 +196,15 @@ class Chat:
         """The reply to one text from ``actor``."""
         if len(body) > MAX_BODY:
             return f"That is too long ({len(body)} characters); say help for the commands."
-        pending = self._take_pending(actor)
+        # A question waits in the database, so that the "yes" may reach any process (or
+        # this one after a restart); whatever the next message is, the question ends.
+        pending = await self.services.sessions.take(_question(actor))
         if pending is not None:
             word = body.lower().strip(" .!")
-            if word in YES:
-                return await self._run(actor, None, pending.confirmation.proceed)
-            if word in NO:
+            command = self.commands.by_node.get(pending.node)
+            if word in YES and command is not None:
+                return await self._run(actor, command, pending.args, confirmed=True)
+            if word in NO or word in YES:
                 return "Cancelled: nothing was changed."
         words = tokenize(body)
         found = self.commands.match(words)
@@ -238,20 +222,25 @@ class Chat:
                 return self._error(refusal)
             return f"{exc}.\n{usage_text(command)}"
         # The service decides, with its own precise refusal (e.g. "already a member").
-        return await self._run(actor, command, lambda: command.run(actor, args))
+        return await self._run(actor, command, args)
 
     async def _run(
-        self, actor: str, command: Command | None, call: Callable[[], Awaitable[Result]]
+        self, actor: str, command: Command, args: Args, *, confirmed: bool = False
     ) -> str:
+        """Run a command; a confirmed one runs again (its checks see the present) and
+        then proceeds."""
         try:
-            result: Result = await call()
+            result: Result = await command.run(actor, args)
+            if confirmed and isinstance(result, Confirmation):
+                result = await result.proceed()
         except ServiceError as exc:
             text = self._error(exc)
-            if command is not None and exc.condition == "bad-request":
+            if exc.condition == "bad-request":
                 text += f"\nUsage: {command.usage}"
             return text
         if isinstance(result, Confirmation):
-            self._put_pending(actor, result)
+            question = SessionRecord(_question(actor), actor, "", command.node, "confirm", args)
+            await self.services.sessions.keep(question, CONFIRM_TTL)
             return f"{result.prompt}\nReply yes to confirm; anything else cancels."
         return render(result)
 
@@ -274,16 +263,7 @@ class Chat:
         lines += [f"{c.usage} — {c.help}" for c in close]
         return "\n".join(lines)
 
-    def _take_pending(self, actor: str) -> Pending | None:
-        pending = self.pending.pop(actor, None)
-        if pending is None or pending.deadline < self.clock():
-            return None
-        return pending
 
-    def _put_pending(self, actor: str, confirmation: Confirmation) -> None:
-        now = self.clock()
-        for jid in [j for j, p in self.pending.items() if p.deadline < now]:
-            del self.pending[jid]
-        while len(self.pending) >= MAX_PENDING:
-            del self.pending[next(iter(self.pending))]
-        self.pending[actor] = Pending(confirmation, now + CONFIRM_TTL)
+def _question(actor: str) -> str:
+    """The key of the question waiting for ``actor``'s yes."""
+    return f"chat:{actor}"
