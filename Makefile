@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: run demo test lint unit soak bench bench-full prosody ejabberd postgres clean
+.PHONY: run demo test lint unit soak bench bench-full prosody ejabberd postgres fonts zbar clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ ejabberd:
 postgres:
 	@.ci/ensure-postgres
 
+## The CJK font of invite posters; the QR and PDF readers of their tests.
+fonts:
+	@.ci/ensure-fonts
+
+zbar:
+	@.ci/ensure-zbar
+
 ## Start the whole service: private Prosody on loopback, migrated SQLite, region data.
-run: $(STAMP) prosody
+run: $(STAMP) prosody fonts
 	$(BIN)/imserver dev
 
 $(DEMO_STAMP): $(STAMP)
@@ -44,7 +51,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 ## Lint, type-check, layer contracts and the whole suite on SQLite and PostgreSQL.
-test: $(STAMP) prosody ejabberd postgres lint
+test: $(STAMP) prosody ejabberd postgres fonts zbar lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
 
 ## The long fault runs.

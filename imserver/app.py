@@ -10,6 +10,7 @@ from datetime import datetime
 
 from imserver.config import Config, ConfigError
 from imserver.httpd import LoopbackServer
+from imserver.invite_pages import PosterPages
 from imserver.jobs import Jobs
 from imserver.metrics import Endpoint
 from imserver.service.context import Context, utc_now
@@ -45,18 +46,22 @@ class App:
         self.services = Services.build(self.ctx)
         self.component = Component(config, self.services)
         self.jobs = Jobs(self.services)
-        # /metrics and /status on loopback, when [metrics] listen is set.
-        self.endpoint: Endpoint | None = None
+        # The HTTP server on loopback, when [metrics] listen is set: /metrics and /status
+        # for this machine, /invites/ for the reverse proxy of [invites] public_base_url.
+        self.http: LoopbackServer | None = None
         if (address := config.metrics.address) is not None:
-            self.endpoint = Endpoint(self, LoopbackServer(*address))
+            self.http = LoopbackServer(*address)
+            Endpoint(self, self.http)
+            PosterPages(self.services.invites).install(self.http)
 
     async def start(self, timeout: float = 15.0) -> None:
         """Seed the policy, connect to the XMPP server and wait for the handshake."""
+        self.services.invites.check_font()
         await seed_policy(self.ctx)
-        if self.endpoint is not None:
+        if self.http is not None:
             # Before the link: while it comes up, /status already says it is down.
             try:
-                await self.endpoint.server.start()
+                await self.http.start()
             except OSError as exc:
                 raise ConfigError(
                     f"metrics.listen: cannot serve on {self.config.metrics.listen} "
@@ -68,8 +73,8 @@ class App:
 
     async def stop(self) -> None:
         """Disconnect and close the database (its worker threads included)."""
-        if self.endpoint is not None:
-            await self.endpoint.server.stop()
+        if self.http is not None:
+            await self.http.stop()
         self.jobs.shutdown()
         await self.component.stop()
         await self.services.close()

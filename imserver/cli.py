@@ -19,6 +19,7 @@ from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, StartInterrupted, for_config
 from imserver.devserver.stopping import Stopper, StopRequested
 from imserver.logs import configure as configure_logging
+from imserver.posters.fonts import FontMissing
 from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
@@ -296,6 +297,21 @@ def cmd_status(config: Config, _args: argparse.Namespace) -> int:
     report = status(config)
     print(report.text())
     return 0 if report.ok else 1
+def cmd_invite(config: Config, args: argparse.Namespace) -> int:
+    """Write a member's invite poster (or QR code) and print its URI."""
+    from imserver.service.errors import ServiceError
+    from imserver.service.invites import write_invite
+
+    try:
+        invite = asyncio.run(write_invite(config, args.jid, Path(args.out), args.qr))
+    except ServiceError as exc:
+        print(f"error: {exc.text}", file=sys.stderr)
+        return 1
+    except (FontMissing, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{invite.uri}\nwritten to {args.out}")
+    return 0
 
 
 def cmd_demo(config: Config, args: argparse.Namespace) -> int:
@@ -383,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "status", help="is it well? link, database, outbox, settlement (exit 1 if not)"
     ).set_defaults(func=cmd_status)
+    invite = sub.add_parser("invite", help="write a member's invite poster or QR code")
+    invite.add_argument("jid", help="the member's bare JID")
+    invite.add_argument(
+        "--out", required=True, help="poster: FILE.pdf or FILE.png; with --qr: FILE.png or FILE.svg"
+    )
+    invite.add_argument("--qr", action="store_true", help="the QR code alone, not the poster")
+    invite.set_defaults(func=cmd_invite)
     sub.add_parser("run", help="run the component (existing XMPP server)").set_defaults(
         func=cmd_run
     )
@@ -427,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProsodyError as exc:
         print(f"prosody: {exc}", file=sys.stderr)
         return 3
-    except UnsafeEnvironment as exc:
+    except (UnsafeEnvironment, FontMissing) as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

@@ -206,7 +206,8 @@ class LogConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
-    """The loopback HTTP endpoint of /metrics (Prometheus) and /status; off when empty."""
+    """The loopback HTTP server of /metrics (Prometheus), /status and /invites/ (the
+    posters, for a reverse proxy); off when empty."""
 
     listen: str = ""
 
@@ -235,6 +236,28 @@ class MetricsConfig(_Strict):
         return host.strip("[]"), int(port)
 
 
+class InvitesConfig(_Strict):
+    """Where members' invite posters are published, and the font they are drawn with."""
+
+    # The public address of the component's HTTP endpoint (behind the operator's reverse
+    # proxy), e.g. https://dist.example.org; empty: the invite answer gives no poster link.
+    public_base_url: str = ""
+    # A TrueType CJK font file for the posters; empty: Debian's fonts-wqy-zenhei.
+    font: str = ""
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if v:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("public_base_url must be http(s)://host[:port][/path] or empty")
+            if parts.query or parts.fragment:
+                raise ValueError("public_base_url takes no query or fragment")
+        return v
+
+
 class Config(_Strict):
     admins: tuple[str, ...] = ("admin@localhost",)
     xmpp: XmppConfig = XmppConfig()
@@ -249,6 +272,7 @@ class Config(_Strict):
     notifications: NotificationsConfig = NotificationsConfig()
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
+    invites: InvitesConfig = InvitesConfig()
 
     @field_validator("admins")
     @classmethod

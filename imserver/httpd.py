@@ -1,9 +1,11 @@
 """A small HTTP server on loopback, run on the component's event loop, with a route table.
 
-It serves the component's own pages to this machine: ``/metrics`` (Prometheus) and
-``/status`` (``imserver status``) today, more routes later (a route is a path and an
-async handler). Handlers run on the event loop, so they read the component's in-memory
-figures without locks and may await the database.
+It serves the component's own pages: ``/metrics`` (Prometheus) and ``/status``
+(``imserver status``) to this machine, and ``/invites/<code>.<png|pdf>`` (posters) to
+whoever the operator's reverse proxy lets through. A route is a path and an async
+handler: an exact path, or a prefix ending in ``/`` that serves every path below it
+(the longest prefix wins). Handlers run on the event loop, so they read the component's
+in-memory figures without locks and may await the database.
 
 Deliberately small: GET and HEAD only, one request per connection (``Connection:
 close``), a request head of at most 16 KiB read within 10 s, no request bodies. It binds
@@ -62,12 +64,21 @@ class LoopbackServer:
         self._server: asyncio.Server | None = None
 
     def route(self, path: str, handler: Handler) -> None:
-        """Serve ``handler`` at ``path`` (exact match); a path is served by one handler."""
+        """Serve ``handler`` at ``path``, or below it when ``path`` ends in ``/``; a path
+        is served by one handler."""
         if not path.startswith("/"):
             raise ValueError(f"{path!r}: a route is an absolute path")
         if path in self.routes:
             raise ValueError(f"{path} has a handler already")
         self.routes[path] = handler
+
+    def handler_of(self, path: str) -> Handler | None:
+        """The handler of ``path``: its exact route, else its longest prefix route."""
+        exact = self.routes.get(path)
+        if exact is not None:
+            return exact
+        prefixes = [p for p in self.routes if p.endswith("/") and path.startswith(p)]
+        return self.routes[max(prefixes, key=len)] if prefixes else None
 
     async def start(self) -> None:
         """Listen (raises OSError when the address is taken)."""
@@ -109,7 +120,7 @@ class LoopbackServer:
         if method not in ("GET", "HEAD"):
             return _error(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD"), False
         url = urlsplit(target)
-        handler = self.routes.get(url.path)
+        handler = self.handler_of(url.path)
         if handler is None:
             known = ", ".join(sorted(self.routes))
             return _error(HTTPStatus.NOT_FOUND, f"no page {url.path}; try {known}"), False

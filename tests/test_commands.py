@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 import pytest
 from slixmpp.exceptions import IqError
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.models import Bot
+from imserver.store.models import Bot, CommandSession
 from imserver.xmpp.commands.adhoc import SessionStore
 from tests.conftest import OTHER_DOMAIN, Service
 from tests.support.clients import Client, expect_error
 from tests.support.commands import (
+    COMMANDS_NS,
     adhoc_run,
     adhoc_start,
     adhoc_submit,
@@ -33,6 +34,9 @@ RULE = re.compile(r"\d{6}-[UMA]\d{8}")
 KEYWORDS = {
     "join": "join",
     "chain": "chain",
+    "invite": "invite",
+    "invites": "invites",
+    "invite-statistics": "invite",
     "balance": "balance",
     "statement": "statement",
     "withdraw": "withdraw",
@@ -57,12 +61,18 @@ KEYWORDS = {
     "set-policy": "set",
     "help": "help",
 }
-MEMBER_NODES = {"chain", "balance", "statement", "withdraw", "withdrawals", "policy", "help"}
+MEMBER_NODES = {
+    "chain", "invite", "invites", "balance", "statement", "withdraw", "withdrawals", "policy",
+    "help",
+}  # fmt: skip
 # Who may run each command (the admin of the tests is no member: it may also join, and
 # it reads chains, balances and statements of anyone).
 ALLOWED = {
     "join": {"nonmember", "admin"},
     "chain": {"user", "merchant", "agent", "admin"},
+    "invite": {"user", "merchant", "agent", "admin"},
+    "invites": {"user", "merchant", "agent", "admin"},
+    "invite-statistics": {"admin"},
     "balance": {"user", "merchant", "agent", "admin"},
     "statement": {"user", "merchant", "agent", "admin"},
     "withdraw": {"user", "merchant", "agent"},
@@ -380,7 +390,7 @@ async def test_command_lists_per_requester(service: Service, world: World) -> No
 async def test_unknown_text_suggests_close_commands(service: Service, world: World) -> None:
     answer = await say(world.nonmember, service.jid, f"jion {world.merchant.bare}")
     assert answer.startswith("I don't know “jion”. Did you mean:")
-    assert "join <referrer> — Join through a referrer" in answer
+    assert "join <referrer> — Join through an invite" in answer
     answer = await say(world.admin, service.jid, "merchnt x")
     assert "merchant <jid> <name> <location> [referrer]" in answer
     # Users are never offered admin commands.
@@ -435,6 +445,32 @@ async def test_sessions_are_freed(service: Service, world: World) -> None:
     )
     await adhoc_submit(world.admin, service.jid, step, {"query": world.user.bare})
     assert len(store) == 0
+
+
+async def _stored_sessions(service: Service) -> int:
+    async def count(conn: AsyncConnection) -> int:
+        return int((await conn.execute(select(func.count()).select_from(CommandSession))).scalar())
+
+    return await service.app.db.transaction(count)
+
+
+async def test_sessions_live_in_the_database(service: Service, world: World) -> None:
+    """A step reaches a process that does not remember the session (another process, or
+    this one after a restart): it is rebuilt from the database. A step of a session that
+    ended is bad-request with <bad-sessionid/>, and starts nothing."""
+    store = sessions(service)
+    before = await _stored_sessions(service)
+    step = await adhoc_start(world.admin, service.jid, "find-member")
+    assert await _stored_sessions(service) == before + 1
+    store.clear()  # as if this step reached a process that never saw the session
+    done = await adhoc_submit(world.admin, service.jid, step, {"query": world.user.bare})
+    assert done["command"]["status"] == "completed"
+    assert await _stored_sessions(service) == before
+    error = await expect_error(
+        adhoc_submit(world.admin, service.jid, step, {"query": world.user.bare}), "bad-request"
+    )
+    assert error.xml.find(f".//{{{COMMANDS_NS}}}bad-sessionid") is not None
+    assert len(store) == 0 and await _stored_sessions(service) == before
 
 
 def test_session_store_expires_abandoned_sessions() -> None:

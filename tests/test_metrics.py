@@ -7,27 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from imserver.devserver.prosody import free_port
 from tests.support.clients import expect_error
-from tests.support.running import PAYER, SHOP, running_component
+from tests.support.running import PAYER, SHOP, http_get, http_on, running_component
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def get(url: str, method: str = "GET") -> tuple[int, str, str]:
-    """(status, content type, body) of one HTTP request."""
-    request = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, answer.headers["Content-Type"], answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+    """(status, content type, text) of one HTTP request."""
+    status, ctype, body = http_get(url, method)
+    return status, ctype, body.decode()
 
 
 async def scrape(base: str) -> Samples:
@@ -45,13 +38,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def test_counters_move_by_exactly_the_requests_made(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        "IMSERVER_METRICS__LISTEN": f"127.0.0.1:{port}",
-        "IMSERVER_LOG__FORMAT": "kv",
-        "IMSERVER_LOG__JIDS": "full",
-    }
+    env, base = http_on(IMSERVER_LOG__FORMAT="kv", IMSERVER_LOG__JIDS="full")
     async with running_component(tmp_path, env) as run:
         shop, _payer = await run.shop_and_payer()
         before = await scrape(base)

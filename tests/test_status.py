@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from imserver.devserver.prosody import free_port
-from tests.support.running import PAYER, Running, running_component
+from tests.support.running import PAYER, Running, http_on, running_component
 
 
 async def status_until(run: Running, text: str, timeout: float = 30.0) -> tuple[int, str]:
@@ -23,10 +23,8 @@ async def status_until(run: Running, text: str, timeout: float = 30.0) -> tuple[
 
 
 async def test_status_is_a_health_check(tmp_path: Path) -> None:
-    port = free_port()
-    async with running_component(
-        tmp_path, {"IMSERVER_METRICS__LISTEN": f"127.0.0.1:{port}"}
-    ) as run:
+    env, base = http_on()
+    async with running_component(tmp_path, env) as run:
         shop, _payer = await run.shop_and_payer()
         await shop.dist.pay(run.jid, "o-1", PAYER, 10000, "CNY", timeout=10)
 
@@ -62,7 +60,7 @@ async def test_status_is_a_health_check(tmp_path: Path) -> None:
         await run.stop()
         rc, out = await run.cli("status")
         assert rc == 1, out
-        assert f"component  PROBLEM: not running: nothing answers at http://127.0.0.1:{port}" in out
+        assert f"component  PROBLEM: not running: nothing answers at {base}" in out
         assert "start it (systemctl start imserver, or imserver run)" in out
         assert "database   ok:" in out
         assert out.rstrip().endswith("status: 1 PROBLEM(S): component")

@@ -55,6 +55,9 @@ class Capability(StrEnum):
     BALANCE_ANY = "balance.any"
     WITHDRAWAL_ASK = "withdrawal.ask"
     WITHDRAWAL_DECIDE = "withdrawal.decide"
+    INVITE_OWN = "invite.own"
+    INVITE_ANY = "invite.any"
+    INVITE_STATS = "invite.stats"
 
 
 # capability -> kinds that may use it
@@ -85,6 +88,10 @@ PERMISSIONS: dict[Capability, frozenset[str]] = {
     Capability.BALANCE_ANY: frozenset({ADMIN}),
     Capability.WITHDRAWAL_ASK: frozenset(MEMBER_KINDS),
     Capability.WITHDRAWAL_DECIDE: frozenset({ADMIN}),
+    # Invites and their statistics (imserver.service.invites).
+    Capability.INVITE_OWN: frozenset(MEMBER_KINDS),
+    Capability.INVITE_ANY: frozenset({ADMIN}),
+    Capability.INVITE_STATS: frozenset({ADMIN}),
 }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from imserver.domain import chains
+from imserver.domain.invites import invite_code
 from imserver.domain.jids import domain_of
 from imserver.domain.rulenumbers import make_rule_number, role_letter
 from imserver.service.authz import ADMIN, BOT, FOREIGN, NONMEMBER, Actor, Capability, resolve_actor
@@ -68,7 +69,10 @@ class _Joining:
     """A registration request that passed the checks needing no database."""
 
     sender: str
-    referrer: str  # normalised, not the sender
+    # The referrer's normalised JID (not the sender); with an invite code, the JID of the
+    # code's member once the batch has read it (None: no member has that code).
+    referrer: str | None
+    code: str | None = None  # the invite code (rule number) the newcomer named
 
 
 @dataclass
@@ -121,9 +125,18 @@ class Membership:
             log.info("registrations: %d in %d batches", self.writer.items, self.writer.batches)
 
     async def register(self, sender: str, referrer: str | None) -> MemberView:
-        """Join through a referrer; the chains are computed and stored before the answer."""
+        """Join through a referrer, named by JID or by its invite code (its rule number);
+        the chains are computed and stored before the answer."""
         if not referrer:
-            raise bad_request("say who referred you: referrer='their JID'")
+            raise bad_request("say who referred you: referrer='their JID or invite code'")
+        code = invite_code(referrer)
+        if code is not None:
+            return await self.writer.submit(_Joining(sender, None, code))
+        if "@" not in referrer:
+            raise bad_request(
+                f"referrer {referrer[:40]!r} is neither a JID (user@domain) nor an invite "
+                "code (a rule number such as 440305-U00000123)"
+            )
         ref_jid = parse_jid(referrer, "referrer")
         if ref_jid == sender:
             raise bad_request("you cannot refer yourself")
@@ -165,8 +178,9 @@ class Membership:
         at the start of the batch plus the registrations before it in the batch: the
         same JID twice is a member the second time, and a newcomer may refer the next.
         """
+        batch = await self._name_invited(conn, batch)
         senders = {j.sender for j in batch}
-        named = {j.referrer for j in batch}
+        named = {j.referrer for j in batch if j.referrer is not None}
         stored = await members.by_jids(conn, senders | named)
         bots = await members.bots_among(conn, senders - stored.keys())
         hashes = {self.ctx.erased_hash(r): r for r in named - stored.keys()}
@@ -200,6 +214,19 @@ class Membership:
             out[i] = _refuse_member(record.jid, record)
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
+
+    @staticmethod
+    async def _name_invited(conn: Conn, batch: Sequence[_Joining]) -> list[_Joining]:
+        """The batch with the referrer of each invite code filled in: the JID of the
+        code's member, whatever its status (a deleted member's is its pseudonym)."""
+        codes = {j.code for j in batch if j.code is not None}
+        if not codes:
+            return list(batch)
+        owners = await members.jids_of_rule_numbers(conn, codes)
+        return [
+            _Joining(j.sender, owners.get(j.code), j.code) if j.code is not None else j
+            for j in batch
+        ]
 
     async def _lock_referrers(
         self, conn: Conn, stored: dict[str, MemberRecord], named: set[str]
@@ -242,6 +269,8 @@ class Membership:
             raise _refuse_member(j.sender, member)
         if not self._may_join(j.sender, j.sender in bots):
             raise self._join_refusal(j.sender, j.sender in bots)
+        if j.referrer is None:
+            raise not_found(f"invite {j.code} is no member's: check the code")
         if j.referrer in joined:  # registered earlier in this batch: active, and live
             place = joined[j.referrer]
             return _Newcomer(index, j.sender, place, newcomers[place].home)
@@ -251,6 +280,11 @@ class Membership:
                 raise not_acceptable(f"referrer {j.referrer} has left the network")
             raise not_found(f"referrer {j.referrer} is not a member")
         if not ref.active:
+            if j.code is not None:
+                # Never the JID: the code does not reveal it, and a deleted one is erased.
+                raise not_acceptable(
+                    f"invite {j.code} registers nobody: its member was {ref.status}"
+                )
             raise not_acceptable(f"referrer {j.referrer} is {ref.status}")
         # A referrer whose region code was retired since: the newcomer lands on the
         # successor (the referrer keeps its rule number and its code).

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from imserver.service.bots import Bots
 from imserver.service.context import Context
 from imserver.service.health import Health
+from imserver.service.invites import Invites
 from imserver.service.ledger import Ledger
 from imserver.service.locations import Locations
 from imserver.service.membership import Membership
@@ -28,6 +29,7 @@ class Services:
     membership: Membership
     queries: Queries
     repair: Repair
+    invites: Invites
     # Payments: built in build() below.
     bots: Bots
     policy: PolicyAdmin
@@ -53,6 +55,7 @@ class Services:
             membership=Membership(ctx, Locations.from_config(ctx.config.geo)),
             queries=Queries(ctx),
             repair=Repair(ctx),
+            invites=Invites(ctx),
             bots=Bots(ctx),
             policy=PolicyAdmin(ctx),
             payments=Payments(ctx),

@@ -340,6 +340,14 @@ async def by_jids(conn: AsyncConnection, jids: Collection[str]) -> dict[str, Mem
     return {m.jid: m for m in map(_record, rows)}
 
 
+async def jids_of_rule_numbers(
+    conn: AsyncConnection, rule_numbers: Collection[str]
+) -> dict[str, str]:
+    """The JID of the member holding each of these rule numbers (invite codes)."""
+    stmt = select(Member.rule_number, Member.jid).where(Member.rule_number.in_(rule_numbers))
+    return {rule: jid for rule, jid in await conn.execute(stmt)}
+
+
 async def by_ids(conn: AsyncConnection, ids: Collection[int]) -> dict[int, MemberRecord]:
     """The members with these ids, by id (one statement)."""
     if not ids:

@@ -79,7 +79,8 @@ class Member(Base):
     region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
     # The live parent (changes with repair and reassignment) and the binding at registration.
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
-    original_referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    # Never changed after registration: the invite a member joined through (its statistics).
+    original_referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     status: Mapped[str] = mapped_column(String(12), default="active")
     # Keyed hash of an erased JID, so a deleted referrer is told apart from an unknown one.
     erased_hash: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -6,12 +6,14 @@ talk to it from outside (the merchant bot example)."""
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imserver.devserver.prosody import ProsodyInstance
+from imserver.devserver.prosody import ProsodyInstance, free_port
 from imserver.store.migrate import upgrade
 from tests.conftest import DOMAIN
 from tests.support.clients import PASSWORD, Client
@@ -86,3 +88,20 @@ async def running_component(tmp: Path, extra_env: Mapping[str, str] = {}) -> Asy
         finally:
             await asyncio.gather(*(c.close() for c in running.clients.values()))
             await running.stop()
+
+
+def http_get(url: str, method: str = "GET") -> tuple[int, str, bytes]:
+    """(status, content type, body) of one HTTP request (an error status included)."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.headers["Content-Type"], answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def http_on(**settings: str) -> tuple[dict[str, str], str]:
+    """Settings that turn the component's HTTP server on at a free loopback port (plus
+    ``settings``, ``IMSERVER_*`` names), and the server's base URL."""
+    port = free_port()
+    return {"IMSERVER_METRICS__LISTEN": f"127.0.0.1:{port}", **settings}, f"http://127.0.0.1:{port}"

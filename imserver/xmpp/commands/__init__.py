@@ -13,6 +13,7 @@ from imserver.xmpp.commands.adhoc import AdHoc
 from imserver.xmpp.commands.base import Command
 from imserver.xmpp.commands.chat import Chat
 from imserver.xmpp.commands.help import Help
+from imserver.xmpp.commands.invites import Invite, InviteCounts, InviteStatistics
 from imserver.xmpp.commands.membership import AddMerchant, AssignAgent, Chain, Join
 from imserver.xmpp.commands.money import (
     Approve,
@@ -47,6 +48,8 @@ def command_classes() -> list[type[Command]]:
     return [
         Join,
         Chain,
+        Invite,
+        InviteCounts,
         Balance,
         Statement,
         Withdraw,
@@ -62,6 +65,7 @@ def command_classes() -> list[type[Command]]:
         RegionMembers,
         RegionEarnings,
         Statistics,
+        InviteStatistics,
         Terminate,
         Delete,
         Reassign,

@@ -23,6 +23,8 @@ from slixmpp import JID, Iq
 from slixmpp.exceptions import XMPPError
 from slixmpp.plugins.xep_0004 import Form as XForm
 from slixmpp.plugins.xep_0030.stanza.items import DiscoItems
+from slixmpp.plugins.xep_0050.stanza import Command as AdHocCommand
+from slixmpp.xmlstream import register_stanza_plugin
 
 from imserver.domain.jids import InvalidJid, normalize_jid
 from imserver.service.errors import ServiceError
@@ -207,6 +209,10 @@ class AdHoc:
         component.register_plugin("xep_0004")
         component.register_plugin("xep_0050", pconfig={"session_db": self.store})
         self.plugin = component.plugin["xep_0050"]
+        # slixmpp parses a form inside <command/> only once this process has sent one (it
+        # registers the payload class as it answers); a step of a session started by
+        # another process may be the first command this one sees.
+        register_stanza_plugin(AdHocCommand, XForm, iterable=True)
         # Only the JID that started a session may continue it (slixmpp does not check).
         self._handle_command = slixmpp_compat.guard_adhoc(component, self.plugin, self._guarded)
         for command in commands:
@@ -227,25 +233,22 @@ class AdHoc:
     async def _guarded(self, iq: Iq) -> None:
         """Every ad-hoc request takes the guarded path, then slixmpp's XEP-0050 handling.
 
-        Starting a command checks its capabilities first (before a form is shown);
-        continuing a session is only for the JID that started it (slixmpp does not check),
-        and a session this process does not hold is rebuilt from the database.
+        Starting a command checks its capabilities first (before a form is shown); every
+        later step rebuilds the session from the database, and only for the full JID that
+        started it (slixmpp does not check).
         """
         sessionid = iq["command"]["sessionid"]
-        session = self.store.get(sessionid) if sessionid else None
-        node = session["node"] if session is not None else iq["command"]["node"]
-        command = self.commands.by_node.get(node)
+        command = self.commands.by_node.get(iq["command"]["node"])
         # slixmpp looks commands up by (to, node): one sent elsewhere is item-not-found.
         if iq["to"].full != self.component.boundjid.full:
             command = None
         capabilities = command.capabilities if command and not sessionid else frozenset()
 
         async def continue_(_sender: str) -> None:
-            if sessionid and sessionid not in self.store:
+            if sessionid:
+                # The database holds the session's current step: another process may
+                # have taken the last one, so what this one remembers may be behind.
                 await self._restore(iq, sessionid)
-            current = self.store.get(sessionid) if sessionid else None
-            if current is not None and current["from"] != iq["from"]:
-                raise XMPPError("item-not-found", text="no such session")
             await self._handle_command(iq)
 
         # Operations are the offered nodes only: the counters must stay bounded.
@@ -255,7 +258,8 @@ class AdHoc:
         )
 
     async def _restore(self, iq: Iq, sessionid: str) -> None:
-        """Rebuild a session that another process (or an earlier run) started."""
+        """Rebuild a session at its current step, whichever process (or earlier run of
+        this one) took the step before."""
         record = await self.services.sessions.find(_key(sessionid))
         if record is None:
             raise XMPPError(

@@ -66,9 +66,11 @@ class Join(Command):
     name = "Join the network"
     node = "join"
     keywords = ("join", "register")
-    help = "Join through a referrer: a merchant or a member who invited you."
+    help = "Join through an invite: its code (e.g. 440305-M00000001) or the inviter's JID."
     capabilities = frozenset({Capability.REGISTER})
-    fields = (Field("referrer", "Referrer's JID", "jid", desc="who invited you"),)
+    # A jid-single field still: a rule number is a well-formed (domain-only) JID, so
+    # clients accept it there, and the form stays what it was.
+    fields = (Field("referrer", "Invite code or referrer's JID", "jid", desc="who invited you"),)
 
     async def run(self, actor: str, args: Args) -> Result:
         view = await self.services.membership.register(actor, required(args, "referrer"))
