@@ -51,7 +51,7 @@ demo: $(DEMO_STAMP) prosody
 	$(BIN)/imserver demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check imserver plugins tests bench migrations
+	$(BIN)/ruff check imserver plugins tests bench migrations examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

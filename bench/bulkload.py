@@ -81,6 +81,7 @@ import asyncpg  # noqa: E402
 from imserver.domain import chains  # noqa: E402
 from imserver.domain.policy import MAX_LEVELS  # noqa: E402
 from imserver.domain.rulenumbers import make_rule_number, parse_rule_number, role_letter  # noqa: E402
+from imserver.progress import Progress  # noqa: E402
 from imserver.store.regions import MAX_SUCCESSOR_HOPS  # noqa: E402
 
 USER = "user"
@@ -351,6 +352,7 @@ def load_sqlite(
         ins_m = _sql_insert("members", MEMBER_COLUMNS)
         ins_u = _sql_insert("uplines", UPLINE_COLUMNS)
         ins_a = _sql_insert("agency_links", AGENCY_COLUMNS)
+        bar = Progress("members", total, quiet=True)  # drawn on a terminal only
         for chunk in plan.chunks(sqlite=True):
             conn.executemany(ins_m, chunk.members)
             conn.executemany(ins_u, chunk.uplines)
@@ -358,6 +360,8 @@ def load_sqlite(
             counts["members"] += len(chunk.members)
             counts["uplines"] += len(chunk.uplines)
             counts["agency_links"] += len(chunk.agency)
+            bar.advance(len(chunk.members))
+        bar.done()
         # The same upsert as store.members.next_rule_seq, with the final figure.
         conn.executemany(
             "INSERT INTO rule_counters (region_code, letter, last_seq) VALUES (?, ?, ?) "
@@ -411,6 +415,7 @@ async def load_postgres(
             report.seconds["read"] = time.monotonic() - t0
             t1 = time.monotonic()
             counts = {"members": 0, "uplines": 0, "agency_links": 0}
+            bar = Progress("members", total, quiet=True)  # drawn on a terminal only
             for chunk in plan.chunks(sqlite=False):
                 await conn.copy_records_to_table(
                     "members", records=chunk.members, columns=MEMBER_COLUMNS
@@ -424,6 +429,8 @@ async def load_postgres(
                 counts["members"] += len(chunk.members)
                 counts["uplines"] += len(chunk.uplines)
                 counts["agency_links"] += len(chunk.agency)
+                bar.advance(len(chunk.members))
+            bar.done()
             await conn.executemany(
                 "INSERT INTO rule_counters (region_code, letter, last_seq) VALUES ($1, $2, $3) "
                 "ON CONFLICT (region_code, letter) DO UPDATE SET last_seq = excluded.last_seq",

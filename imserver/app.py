@@ -8,8 +8,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from imserver.config import Config
+from imserver.config import Config, ConfigError
+from imserver.httpd import LoopbackServer
+from imserver.invite_pages import PosterPages
 from imserver.jobs import Jobs
+from imserver.metrics import Endpoint
 from imserver.service.context import Context, utc_now
 from imserver.service.policies import seed_policy
 from imserver.service.registry import Services
@@ -43,17 +46,35 @@ class App:
         self.services = Services.build(self.ctx)
         self.component = Component(config, self.services)
         self.jobs = Jobs(self.services)
+        # The HTTP server on loopback, when [metrics] listen is set: /metrics and /status
+        # for this machine, /invites/ for the reverse proxy of [invites] public_base_url.
+        self.http: LoopbackServer | None = None
+        if (address := config.metrics.address) is not None:
+            self.http = LoopbackServer(*address)
+            Endpoint(self, self.http)
+            PosterPages(self.services.invites).install(self.http)
 
     async def start(self, timeout: float = 15.0) -> None:
         """Seed the policy, connect to the XMPP server and wait for the handshake."""
         self.services.invites.check_font()
         await seed_policy(self.ctx)
+        if self.http is not None:
+            # Before the link: while it comes up, /status already says it is down.
+            try:
+                await self.http.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"metrics.listen: cannot serve on {self.config.metrics.listen} "
+                    f"({exc.strerror or exc}); choose a free port or leave it empty"
+                ) from None
         self.jobs.start()
         self.component.connect()
         await asyncio.wait_for(self.component.connected_event.wait(), timeout)
 
     async def stop(self) -> None:
         """Disconnect and close the database (its worker threads included)."""
+        if self.http is not None:
+            await self.http.stop()
         self.jobs.shutdown()
         await self.component.stop()
         await self.services.close()

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, StartInterrupted, for_config
 from imserver.devserver.stopping import Stopper, StopRequested
+from imserver.logs import configure as configure_logging
 from imserver.posters.fonts import FontMissing
 from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
     from imserver.app import App
+    from imserver.progress import Progress
     from imserver.service.locations import Locations
     from imserver.service.regions import LoadReport
 
@@ -319,6 +321,15 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(config: Config, _args: argparse.Namespace) -> int:
+    """Link, database, outbox, settlement and counts; exit 1 when something is wrong."""
+    from imserver.status import status
+
+    # The report says it in one line with what to do; the driver's warning would repeat it.
+    logging.getLogger("imserver.store.db").setLevel(logging.ERROR)
+    report = status(config)
+    print(report.text())
+    return 0 if report.ok else 1
 def cmd_invite(config: Config, args: argparse.Namespace) -> int:
     """Write a member's invite poster (or QR code) and print its URI."""
     from imserver.service.errors import ServiceError
@@ -366,21 +377,41 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+class _TableBars:
+    """The progress of a copy, one bar per table (on a terminal only, on stderr)."""
+
+    def __init__(self) -> None:
+        from imserver.progress import Progress
+
+        self._make = Progress
+        self.current: Progress | None = None
+
+    def table(self, name: str, rows: int) -> None:
+        self.close()
+        self.current = self._make(name, rows, quiet=True)
+
+    def advance(self, rows: int) -> None:
+        if self.current is not None:
+            self.current.advance(rows)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.done()
+            self.current = None
+
+
 def cmd_db_copy(_config: Config, args: argparse.Namespace) -> int:
     """Copy a whole database into a new, empty one (SQLite or PostgreSQL, either way)."""
-    from imserver.progress import Bar
     from imserver.store.dbcopy import CopyError, copy_database
 
-    # The bar redraws its line in place: only for a person at a terminal.
-    bar = Bar(sys.stdout) if sys.stdout.isatty() else None
+    bars = _TableBars()
     try:
-        report = asyncio.run(copy_database(args.from_url, args.to_url, bar))
+        report = asyncio.run(copy_database(args.from_url, args.to_url, bars))
     except CopyError as exc:
         print(f"db copy failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        if bar:
-            bar.close()
+        bars.close()
     for table in report.tables:
         print(f"{table.name:<20} {table.target:>12,} rows")
     print(
@@ -450,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("dest", help="the new backup file (never overwritten)")
     backup.set_defaults(func=cmd_backup)
+    sub.add_parser(
+        "status", help="is it well? link, database, outbox, settlement (exit 1 if not)"
+    ).set_defaults(func=cmd_status)
     invite = sub.add_parser("invite", help="write a member's invite poster or QR code")
     invite.add_argument("jid", help="the member's bare JID")
     invite.add_argument(
@@ -501,17 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        for noisy in ("alembic", "apscheduler"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    for name in args.trace:
-        logging.getLogger(name).setLevel(logging.DEBUG)
+    configure_logging(None, verbose=args.verbose, trace=args.trace)
     try:
         config = load_config(args.config)
+        # The configured format from here on, with the secrets it must never write.
+        configure_logging(config, verbose=args.verbose, trace=args.trace)
         return int(args.func(config, args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -522,6 +550,38 @@ def main(argv: list[str] | None = None) -> int:
     except (UnsafeEnvironment, FontMissing) as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        explained = _explain_database_error(exc)
+        if explained is None:
+            raise  # a defect: its traceback is what a developer needs
+        print(explained, file=sys.stderr)
+        return 5
+
+
+def _explain_database_error(exc: Exception) -> str | None:
+    """What a person should read for a database that cannot serve a command, or None
+    when ``exc`` is not about the database."""
+    from sqlalchemy.exc import DBAPIError
+
+    from imserver.store.db import Unavailable
+    from imserver.store.migrate import MigrationError
+
+    if isinstance(exc, Unavailable):
+        return (
+            f"database unavailable: {exc}\n"
+            "  check that the database server runs and that [database] url "
+            "(or IMSERVER_DATABASE__URL) points at it, then run the command again"
+        )
+    if isinstance(exc, MigrationError):
+        return f"migrations: {exc}; run the imserver version that wrote this database, or newer"
+    text = str(getattr(exc, "orig", exc)).lower()
+    if isinstance(exc, DBAPIError) and ("no such table" in text or "does not exist" in text):
+        first = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
+        return (
+            f"the database has no imserver schema yet, or an older one ({first}): "
+            "run imserver migrate, then the command again"
+        )
+    return None
 
 
 if __name__ == "__main__":

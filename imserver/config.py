@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -200,6 +200,50 @@ class NotificationsConfig(_Strict):
     window: float = Field(2.0, ge=0.0, le=3600.0, allow_inf_nan=False)
 
 
+class LogConfig(_Strict):
+    """What the log looks like and what it may say (imserver/logs.py)."""
+
+    # text: today's human lines; kv: key=value per line; json: one JSON object per line.
+    format: Literal["text", "kv", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One line per request (sender, operation, outcome, duration) at INFO; false: DEBUG.
+    requests: bool = True
+    # A member's JID in the log: full, a stable hash (keyed by the component secret, so
+    # it cannot be looked up from a list of JIDs), or hidden.
+    jids: Literal["full", "hash", "hidden"] = "hash"
+
+
+class MetricsConfig(_Strict):
+    """The loopback HTTP server of /metrics (Prometheus), /status and /invites/ (the
+    posters, for a reverse proxy); off when empty."""
+
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{v!r}: use HOST:PORT, e.g. 127.0.0.1:9464")
+        if host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(
+                f"{v!r}: the endpoint is unauthenticated and serves on loopback only; "
+                "let Prometheus reach it through the machine (or a proxy)"
+            )
+        return v
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port), or None when the endpoint is off."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class InvitesConfig(_Strict):
     """Where members' invite posters are published, and the font they are drawn with."""
 
@@ -234,6 +278,8 @@ class Config(_Strict):
     payments: PaymentsConfig = PaymentsConfig()
     registrations: RegistrationsConfig = RegistrationsConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     invites: InvitesConfig = InvitesConfig()
 
     @field_validator("admins")

@@ -25,6 +25,7 @@ class Jobs:
         self.services = services
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.runs = 0
+        self.last_run: datetime | None = None  # when a settlement last ended without error
 
     async def settle(self) -> int:
         """The settlement job: settle whatever is due by the service clock."""
@@ -34,6 +35,7 @@ class Jobs:
             log.exception("settlement failed; it runs again at the next interval")
             return 0
         self.runs += 1
+        self.last_run = datetime.now(UTC)
         if settled:
             log.info("settled %d payments", settled)
         return settled

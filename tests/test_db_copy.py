@@ -358,10 +358,13 @@ async def test_bad_urls_get_a_clear_error_and_change_nothing(
 
 
 def _copy_on_a_terminal(source: str, target: str) -> tuple[int, str]:
-    """``imserver db copy`` in its own process with a pseudo-terminal as its stdout."""
+    """``imserver db copy`` in its own process with a pseudo-terminal as its stdout and
+    stderr (where the bar goes)."""
     leader, follower = os.openpty()
     argv = [sys.executable, "-m", "imserver.cli", "--config", "/nonexistent.toml"]
-    proc = subprocess.Popen([*argv, "db", "copy", source, target], stdout=follower)
+    proc = subprocess.Popen(
+        [*argv, "db", "copy", source, target], stdout=follower, stderr=follower
+    )
     os.close(follower)
     seen = b""
     with contextlib.suppress(OSError):  # EIO once the process closed its end
@@ -377,8 +380,8 @@ async def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path: Path) -> None:
     status, seen = await asyncio.to_thread(_copy_on_a_terminal, source, target)
     assert status == 0, seen
     # One line per table, redrawn in place: the chain epoch's is the last, 1 row of 1.
-    assert re.search(r"\rchain_epoch +\[#+\] 1/1 rows", seen), seen
-    assert re.search(r"\rmembers +\[#+\] 0/0 rows", seen), seen
+    assert re.search(r"\r  chain_epoch +\[#+\] +1/1 ", seen), seen
+    assert re.search(r"\r  members +\[#+\] +0/0 ", seen), seen
     assert "row counts equal, ledger OK" in seen
 
 

@@ -20,9 +20,9 @@ from slixmpp import Iq
 from slixmpp.exceptions import IqTimeout
 
 from imserver.demo.client import MemberClient
-from imserver.demo.progress import Progress
 from imserver.demo.seed import City
 from imserver.demo.servers import DemoError, Servers
+from imserver.progress import Progress
 from imserver.service.network_report import share_key
 
 CURRENCY = "CNY"

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from imserver.demo.city import AREAS, SHOPS, Shop
 from imserver.demo.client import MemberClient
-from imserver.demo.progress import Progress
 from imserver.demo.servers import DemoError, Servers
 from imserver.devserver.accounts import write_accounts
+from imserver.progress import Progress
 
 # Users log in this many at a time to join; each wave joins only through members of
 # earlier waves, so that a referrer is always a member already.

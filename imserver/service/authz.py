@@ -95,6 +95,23 @@ PERMISSIONS: dict[Capability, frozenset[str]] = {
 }
 
 
+# Who a kind of sender is, in a refusal's words ("only admins may do that").
+WHO = {
+    NONMEMBER: "people who are not members yet",
+    USER: "users",
+    MERCHANT: "merchants",
+    AGENT: "agents",
+    BOT: "merchants' bots",
+    ADMIN: "admins",
+}
+
+
+def who_may(capability: Capability) -> str:
+    """The kinds of sender that have ``capability``, as a person reads them."""
+    names = [WHO[k] for k in WHO if k in PERMISSIONS[capability]]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def capabilities_of(kinds: frozenset[str]) -> frozenset[Capability]:
     """Every capability that one of these kinds of sender has (filters command lists)."""
     return frozenset(cap for cap, allowed in PERMISSIONS.items() if kinds & allowed)
@@ -130,7 +147,7 @@ class Actor:
             and not allowed & {ADMIN, BOT}
         ):
             raise registration_required()
-        raise forbidden(f"{self.jid} may not do that")
+        raise forbidden(f"{self.jid} may not do that: only {who_may(capability)} may")
 
     def require_any(self, capabilities: frozenset[Capability]) -> None:
         """Raise unless the sender has one of the capabilities.

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from imserver.service.errors import ServiceError
+from imserver.service.figures import SIZES, Tally
 from imserver.store.db import Conn, Database, Unavailable
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,11 @@ class GroupCommit(Generic[I, R]):
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
-        # Figures for benchmarks and tests: batches committed and items in them.
+        # Figures for benchmarks, tests and the metrics: batches committed, items in them,
+        # and how many items each batch held.
         self.batches = 0
         self.items = 0
+        self.sizes = Tally(SIZES)
 
     async def submit(self, item: I) -> R:
         """Queue an item and wait for its answer (raises the item's ``ServiceError``).
@@ -120,6 +123,7 @@ class GroupCommit(Generic[I, R]):
             trace.debug("batch %s committed", self.name)
         self.batches += 1
         self.items += len(batch)
+        self.sizes.observe(len(batch))
         if self.after_commit is not None:
             self.after_commit()
         for (_, future), outcome in zip(batch, outcomes, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import bad_request, not_found
-from imserver.service.inputs import parse_jid
+from imserver.service.inputs import parse_currency, parse_jid
 from imserver.service.money_views import (
     BalanceLine,
     BalanceView,
@@ -70,8 +70,8 @@ class Ledger:
         before: str | bool | None = None,
     ) -> StatementPage:
         """A page of the member's ledger entries (XEP-0059: max, after, before)."""
-        if currency and currency not in self.ctx.config.money.currencies:
-            raise bad_request(f"currency {currency[:8]!r} is not accepted")
+        if currency:
+            currency = parse_currency(currency, self.ctx.config.money.currencies)
         size = DEFAULT_PAGE if limit is None else limit
         if not 0 <= size <= MAX_PAGE:
             raise bad_request(f"max must be within 0..{MAX_PAGE}")

@@ -170,6 +170,20 @@ class Membership:
             kinds.add(NONMEMBER)
         return Actor(sender, frozenset(kinds)).may(Capability.REGISTER)
 
+    def _join_refusal(self, sender: str, is_bot: bool) -> ServiceError:
+        """Why ``sender`` may not join (``_may_join`` said no), and what would do."""
+        if is_bot:
+            return forbidden(
+                f"{sender} is a merchant's bot, which cannot be a member; "
+                "join from a personal JID, or have the merchant unlink it first"
+            )
+        domains = self.ctx.config.xmpp.member_domains
+        if domain_of(sender) not in domains:
+            return forbidden(
+                f"{sender} may not join: members have JIDs of {', '.join(domains)}"
+            )
+        return forbidden(f"{sender} may not join this network")
+
     async def _register_batch(
         self, conn: Conn, batch: Sequence[_Joining]
     ) -> list[MemberView | ServiceError]:
@@ -270,7 +284,7 @@ class Membership:
         if member is not None:
             raise _refuse_member(j.sender, member)
         if not self._may_join(j.sender, j.sender in bots):
-            raise forbidden(f"{j.sender} may not join this network")
+            raise self._join_refusal(j.sender, j.sender in bots)
         if j.referrer is None:
             raise not_found(f"invite {j.code} is no member's: check the code")
         if j.referrer in joined:  # registered earlier in this batch: active, and live

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from imserver.service.bots import Bots
 from imserver.service.context import Context
+from imserver.service.health import Health
 from imserver.service.invites import Invites
 from imserver.service.ledger import Ledger
 from imserver.service.locations import Locations
@@ -37,6 +38,7 @@ class Services:
     settlement: Settlement
     withdrawals: Withdrawals
     outbox: Outbox
+    health: Health
     sessions: Sessions
 
     async def close(self) -> None:
@@ -61,5 +63,6 @@ class Services:
             settlement=Settlement(ctx),
             withdrawals=Withdrawals(ctx),
             outbox=Outbox(ctx),
+            health=Health(ctx),
             sessions=Sessions(ctx),
         )

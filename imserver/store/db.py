@@ -59,7 +59,7 @@ class Unavailable(Exception):
     """
 
 
-def _unavailable(exc: BaseException, is_sqlite: bool) -> bool:
+def is_unavailable(exc: BaseException, is_sqlite: bool) -> bool:
     """Whether a driver error means the database is out of service (see Unavailable)."""
     if isinstance(exc, OSError):
         # Raised raw by asyncpg while connecting (refused, reset, timed out): SQLAlchemy
@@ -127,6 +127,8 @@ class Database:
             kwargs["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock()
+        # Transactions that failed with Unavailable (the metrics endpoint reports it).
+        self.unavailable = 0
         if self.is_sqlite:
             self._setup_sqlite()
         else:
@@ -173,10 +175,11 @@ class Database:
         try:
             return await self._attempts(use_case)
         except (OSError, DBAPIError) as exc:
-            if _unavailable(exc, self.is_sqlite):
+            if is_unavailable(exc, self.is_sqlite):
                 # The driver's first line only: the rest is the SQL and a link to docs.
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                 log.warning("database unavailable: %s", reason)
+                self.unavailable += 1
                 raise Unavailable(reason) from exc
             raise
 

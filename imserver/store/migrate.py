@@ -10,9 +10,10 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from imserver.store.db import PG_CONNECT_TIMEOUT, ensure_sqlite_dir
+from imserver.store.db import PG_CONNECT_TIMEOUT, Unavailable, ensure_sqlite_dir, is_unavailable
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -57,7 +58,14 @@ def upgrade(url: str) -> str:
     cfg = alembic_config(url)
     script = ScriptDirectory.from_config(cfg)
     known = {rev.revision for rev in script.walk_revisions()}
-    for current in asyncio.run(current_revisions(url)):
+    try:
+        currents = asyncio.run(current_revisions(url))
+    except (OSError, DBAPIError) as exc:
+        # The first statement: a database that cannot be reached fails here, and says so.
+        if is_unavailable(exc, make_url(url).get_backend_name() == "sqlite"):
+            raise Unavailable((str(exc).splitlines() or [type(exc).__name__])[0]) from exc
+        raise
+    for current in currents:
         if current not in known:
             raise MigrationError(f"database revision {current} is newer than this code")
     # "heads": features may add migrations on parallel branches until they are merged.

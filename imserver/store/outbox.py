@@ -139,3 +139,14 @@ async def unsent_count(conn: AsyncConnection) -> int:
     """How many notifications wait to be sent."""
     stmt = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
     return int((await conn.execute(stmt)).scalar_one())
+
+
+async def oldest_unsent(conn: AsyncConnection) -> datetime | None:
+    """When the oldest notification still waiting was written (None: none waits)."""
+    stmt = (
+        select(OutboxMessage.created_at)
+        .where(OutboxMessage.sent_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(1)
+    )
+    return (await conn.execute(stmt)).scalar()

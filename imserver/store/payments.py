@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Table, insert, select, tuple_, update
+from sqlalchemy import Table, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.store.dialect import bulk_insert, for_update, reserve_ids, skip_locked
@@ -279,3 +279,15 @@ async def member_shares_of(
         if member_id is not None:  # earners' shares always name a member
             out[pid].append((int(member_id), int(amount) - int(refunded)))
     return out
+
+
+async def settlement_state(
+    conn: AsyncConnection, now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    """(the hold end of the oldest payment due and not settled, the last settlement):
+    both read through the ``ix_payments_due`` index."""
+    due = select(func.min(Payment.settle_at)).where(
+        Payment.settled_at.is_(None), Payment.settle_at <= now
+    )
+    last = select(func.max(Payment.settled_at))
+    return (await conn.execute(due)).scalar(), (await conn.execute(last)).scalar()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from slixmpp import ComponentXMPP
@@ -17,6 +18,7 @@ from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
 
 from imserver.config import Config
+from imserver.logs import jid_view
 from imserver.service.limits import build_limiter
 from imserver.service.registry import Services
 from imserver.xmpp import commands
@@ -52,11 +54,17 @@ class Component(HardenedStream, ComponentXMPP):
         self.services = services
         self.stopping = False
         self.connected_event = asyncio.Event()
+        # The link to the XMPP server, for the metrics and status endpoint: when it last
+        # went up or down (Unix time) and how often it dropped.
+        self.link_changed = time.time()
+        self.link_drops = 0
         self._reconnect_delay = 0.0
         # One rate limit for every request and chat message of a sender (service/limits.py),
         # applied by the one request path that IQs, ad-hoc and chat commands all take.
         self.limiter = build_limiter(services.ctx)
-        self.pipeline = Pipeline(services, self.limiter, self)
+        # A member's JID in the log as [log] jids allows (hardening.py logs senders too).
+        self.show_jid = jid_view(config.log, x.secret)
+        self.pipeline = Pipeline(services, self.limiter, self, self.show_jid)
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
         self.dist = enable_distribution(self)
@@ -90,10 +98,14 @@ class Component(HardenedStream, ComponentXMPP):
     async def _on_session_start(self, _event: Any) -> None:
         self._reconnect_delay = 0.0
         self.connected_event.set()
+        self.link_changed = time.time()
         x = self.config.xmpp
         log.info("component %s connected to %s:%s", self.boundjid, x.host, x.component_port)
 
     def _on_disconnected(self, _event: Any) -> None:
+        if self.connected_event.is_set():
+            self.link_drops += 1
+            self.link_changed = time.time()
         self.connected_event.clear()
         if self.stopping:
             return

@@ -330,6 +330,8 @@ class HardenedStream:
     xml_depth: int
     xml_root: ET.Element | None
     stream_limits: StreamLimits = StreamLimits()
+    # How a sender is named in the log ([log] jids); the component sets its own.
+    show_jid: Callable[[str], str] = staticmethod(lambda jid: "-" if jid else "")
 
     def init_parser(self) -> None:
         """A fresh guarded parser for each connection."""
@@ -387,7 +389,7 @@ class HardenedStream:
         log.warning(
             "rejected <%s> from %r: %s",
             rejected.tag.rpartition("}")[2],
-            a.get("from"),
+            self.show_jid(a.get("from") or ""),
             rejected.text,
         )
         if rejected.tag.rpartition("}")[2] != "iq" or a.get("type") not in ("get", "set"):
@@ -407,4 +409,6 @@ class HardenedStream:
             iq.send()
         except Exception:
             # A sender JID that does not even parse cannot be answered.
-            log.warning("could not answer the rejected stanza from %r", a.get("from"))
+            log.warning(
+                "could not answer the rejected stanza from %r", self.show_jid(a.get("from") or "")
+            )

@@ -15,8 +15,10 @@ Each request takes the same steps, in this order:
    ``service-unavailable`` of type ``wait`` ("retry later", not "nothing here"); anything
    unexpected is logged and answered ``internal-server-error`` with "nothing
    was changed" (the use case's transaction was rolled back);
-6. one DEBUG log line per request (operation, sender, outcome, duration) and, in memory,
-   a count and a total duration per (operation, outcome): :attr:`Pipeline.stats`.
+6. one log line per request (operation, sender as ``[log] jids`` allows, outcome,
+   duration; at INFO, or DEBUG with ``[log] requests = false``) and, in memory, a
+   :class:`~imserver.service.figures.Tally` of durations per (operation, outcome):
+   :attr:`Pipeline.stats`, which the metrics endpoint reads.
 
 Steps 1 and 2 refuse with :class:`Refused`, so that a front-end that answers in its own
 words (chat) can tell them from the work's failures.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 from xml.etree import ElementTree as ET
@@ -38,8 +39,10 @@ from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.xmlstream import XMLStream
 
 from imserver.domain.jids import InvalidJid, normalize_jid
+from imserver.logs import JidView
 from imserver.service.authz import Capability
 from imserver.service.errors import Condition, ErrorType, ServiceError
+from imserver.service.figures import Tally
 from imserver.service.locations import NearBorder
 from imserver.store.db import Unavailable
 from imserver.xmpp.payloads import candidates_element
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
     from imserver.xmpp.routing import Router
 
 log = logging.getLogger(__name__)
+# The request lines have a logger of their own, so an operator can route or mute them.
+request_log = logging.getLogger("imserver.requests")
 
 T = TypeVar("T")
 OK = "ok"
@@ -97,24 +102,21 @@ def sender_of(stanza: StanzaBase) -> str:
         raise Refused("bad-request", "the sender's JID does not parse", "cancel") from None
 
 
-@dataclass(slots=True)
-class OperationStats:
-    """How often an operation ended with one outcome, and the time it took in all."""
-
-    count: int = 0
-    seconds: float = 0.0
-
-
 class Pipeline:
     """The guarded path of one component (it holds the limiter and the counters)."""
 
-    def __init__(self, services: Services, limiter: SenderLimiter, stream: XMLStream) -> None:
+    def __init__(
+        self, services: Services, limiter: SenderLimiter, stream: XMLStream, show_jid: JidView
+    ) -> None:
         self.services = services
         self.limiter = limiter
         self.stream = stream  # where raw answers are written (the component)
-        # (operation, outcome) -> stats. Operations come from declared routes and
+        self.show_jid = show_jid  # a sender as the log may name it
+        requests = services.ctx.config.log.requests
+        self.request_level = logging.INFO if requests else logging.DEBUG
+        # (operation, outcome) -> durations. Operations come from declared routes and
         # commands, outcomes from stanza-error conditions: both bounded sets.
-        self.stats: dict[tuple[str, str], OperationStats] = {}
+        self.stats: dict[tuple[str, str], Tally] = {}
 
     async def run(
         self,
@@ -152,8 +154,9 @@ class Pipeline:
             raise XMPPError(UNAVAILABLE, text=UNAVAILABLE_TEXT, etype="wait") from None
         except Exception:
             outcome = INTERNAL
-            log.exception("%s from %s failed", operation, sender or "?")
-            raise XMPPError(INTERNAL, text=f"the {what} failed; nothing was changed") from None
+            log.exception("%s from %s failed", operation, self.show_jid(sender) or "?")
+            raise XMPPError(INTERNAL, text=f"the {what} failed on our side; nothing was changed. "
+                            "Try again; if it keeps failing, tell an admin") from None  # fmt: skip
         except BaseException:
             outcome = ABORTED  # cancelled (the component stopping): no answer
             raise
@@ -162,17 +165,18 @@ class Pipeline:
 
     def _record(self, operation: str, sender: str, outcome: str, started: float) -> None:
         elapsed = perf_counter() - started
-        stats = self.stats.get((operation, outcome))
-        if stats is None:
-            stats = self.stats[(operation, outcome)] = OperationStats()
-        stats.count += 1
-        stats.seconds += elapsed
-        if log.isEnabledFor(logging.DEBUG):
-            fields = {"op": operation, "sender": sender, "outcome": outcome, "ms": elapsed * 1e3}
-            log.debug(
-                "request op=%r sender=%r outcome=%s ms=%.3f",
-                operation, sender, outcome, elapsed * 1e3, extra=fields,
-            )  # fmt: skip
+        tally = self.stats.get((operation, outcome))
+        if tally is None:
+            tally = self.stats[(operation, outcome)] = Tally()
+        tally.observe(elapsed)
+        if request_log.isEnabledFor(self.request_level):
+            fields = {
+                "op": operation,
+                "sender": self.show_jid(sender),
+                "outcome": outcome,
+                "ms": elapsed * 1e3,
+            }
+            request_log.log(self.request_level, "request", extra={"fields": fields})
 
     # -- IQ routes ------------------------------------------------------------------------
 

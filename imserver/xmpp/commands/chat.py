@@ -38,6 +38,16 @@ CHAT = "chat"  # the operation of a text message, in the pipeline's log and coun
 MAX_BODY = 2000  # characters of a command worth parsing
 MAX_ROWS = 30  # table rows in one chat answer
 CONFIRM_TTL = 120.0  # seconds a question waits for "yes"
+# What a person reads when the work failed: the database is out of service for a while
+# (an error of type wait), or the request failed in a way they cannot fix.
+BRIEFLY_UNAVAILABLE = (
+    "The service is briefly unavailable (it cannot reach its database); nothing was "
+    "changed. Please send the same command again in a minute."
+)
+FAILED = (
+    "That failed on our side; nothing was changed. Please try again; if it keeps "
+    "failing, tell an admin (the time of your message helps them find it in the log)."
+)
 YES = {"yes", "y", "ok", "confirm"}
 NO = {"no", "n", "cancel"}
 BOOL_WORDS = {
@@ -171,9 +181,9 @@ class Chat:
         except Refused as refused:
             self._refused(msg, refused)
             return
-        except XMPPError:
+        except XMPPError as exc:
             # Logged by the pipeline; a person gets a sentence, not a stanza error.
-            answer = "Something went wrong; nothing was changed. Please try again."
+            answer = BRIEFLY_UNAVAILABLE if exc.etype == "wait" else FAILED
         self.component.make_message(
             mto=msg["from"], mfrom=self.component.boundjid, mbody=answer, mtype="chat"
         ).send()
