@@ -10,7 +10,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,11 +109,20 @@ def _resolve_batch(locations: Locations, source: str) -> int:
     except OSError as exc:
         print(f"error: cannot read {source}: {exc.strerror}", file=sys.stderr)
         return 2
+    from imserver.progress import Progress
+
     bad: list[int] = []
     answered = uncertain = skipped = 0
+    bar: Progress | None = None
     try:
-        for answer in resolve_lines(locations, stream):
+        lines: Iterable[str] = stream
+        if stream is not sys.stdin:  # a file's length is known: a bar on a terminal
+            lines = stream.readlines()
+            bar = Progress("resolving", len(lines), quiet=True)
+        for answer in resolve_lines(locations, lines):
             print(json.dumps(answer, ensure_ascii=False))
+            if bar is not None:
+                bar.advance()
             if "error" in answer:
                 bad.append(answer["line"])
             elif "skipped" in answer:
@@ -127,6 +136,8 @@ def _resolve_batch(locations: Locations, source: str) -> int:
     finally:
         if stream is not sys.stdin:
             stream.close()
+    if bar is not None:
+        bar.done()
     tally = f"{answered} resolved ({uncertain} near a border), {len(bad)} errors"
     tally += f", {skipped} blank lines skipped" if skipped else ""
     if bad:
