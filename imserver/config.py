@@ -266,6 +266,39 @@ class InvitesConfig(_Strict):
         return v
 
 
+TRUSTS = ("open", "invite-only", "blocked")
+
+
+class FederationConfig(_Strict):
+    """Members from other XMPP servers: the trust of their domains, and their limits.
+
+    A domain of ``xmpp.member_domains`` is ours; any other is remote. ``open``: anyone of
+    that domain may join; ``invite-only``: only through an invite code or a referrer of
+    our own domains; ``blocked``: nobody. An admin's ``trust`` command overrides these.
+    """
+
+    default_trust: str = "invite-only"
+    trust: dict[str, str] = Field(default_factory=dict)  # domain -> trust
+    # Per remote domain: registrations per clock hour, and members registered in all.
+    hourly_registrations: int = Field(20, ge=0, le=1_000_000)
+    max_members: int = Field(500, ge=0, le=100_000_000)
+
+    @field_validator("default_trust")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in TRUSTS:
+            raise ValueError(f"a trust is one of {', '.join(TRUSTS)}")
+        return v
+
+    @field_validator("trust")
+    @classmethod
+    def _known_each(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {d: t for d, t in v.items() if t not in TRUSTS}
+        if bad:
+            raise ValueError(f"a trust is one of {', '.join(TRUSTS)}: not {bad}")
+        return {d.lower(): t for d, t in v.items()}
+
+
 class Config(_Strict):
     admins: tuple[str, ...] = ("admin@localhost",)
     xmpp: XmppConfig = XmppConfig()
@@ -281,6 +314,7 @@ class Config(_Strict):
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     invites: InvitesConfig = InvitesConfig()
+    federation: FederationConfig = FederationConfig()
 
     @field_validator("admins")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,8 @@ from tests.support.clients import PASSWORD, Client
 
 DOMAIN = "localhost"
 OTHER_DOMAIN = "other.localhost"
+# A remote domain for the federation tests: its trust is the config's default (invite-only).
+FAR_DOMAIN = "far.localhost"
 SECRET = "test-secret"
 COMPONENTS = {"sqlite": "dist.localhost", "postgresql": "distpg.localhost"}
 # The one component name that several processes share on ejabberd.
@@ -41,14 +44,14 @@ BACKENDS = [
 
 @pytest.fixture(scope="session")
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyInstance]:
-    """A private Prosody (two client domains, one component per backend)."""
+    """A private Prosody (three client domains, one component per backend)."""
     instance = ProsodyInstance(
         tmp_path_factory.mktemp("prosody"),
         domain=DOMAIN,
         client_port=free_port(),
         component_port=free_port(),
         components={jid: SECRET for jid in COMPONENTS.values()},
-        extra_hosts=(OTHER_DOMAIN,),
+        extra_hosts=(OTHER_DOMAIN, FAR_DOMAIN),
     )
     instance.start()
     yield instance
@@ -149,6 +152,11 @@ async def _drop_pg_database(name: str) -> None:
         await conn.close()
 
 
+# The second domain of the test servers stands for a foreign one: blocked. (The default
+# trust of a remote domain is invite-only: tests/test_federation_trust.py tries them all.)
+FOREIGN_BLOCKED = {"IMSERVER_FEDERATION__TRUST": json.dumps({OTHER_DOMAIN: "blocked"})}
+
+
 def make_config(backend: str, url: str, prosody: ProsodyInstance) -> Config:
     """The config of a test service: loopback Prosody, the given database."""
     env = {
@@ -161,6 +169,7 @@ def make_config(backend: str, url: str, prosody: ProsodyInstance) -> Config:
         "IMSERVER_DATABASE__URL": url,
         # Tests wait for notifications: a short digest window keeps them quick.
         "IMSERVER_NOTIFICATIONS__WINDOW": "0.05",
+        **FOREIGN_BLOCKED,
     }
     return load_config(Path(__file__).parents[1] / "config.toml", env=env)
 

@@ -10,13 +10,14 @@ from enum import StrEnum
 
 from imserver.config import Config
 from imserver.domain.jids import domain_of
+from imserver.service import trust
 from imserver.service.errors import ServiceError, forbidden, registration_required
 from imserver.store import bots, members
 from imserver.store.db import Conn
 from imserver.store.records import MemberRecord
 
 # Kinds of sender. A sender can be several (an admin who is also a user).
-FOREIGN = "foreign"  # a JID of a domain whose users may not be members
+FOREIGN = "foreign"  # a JID of a remote domain that is blocked: it may not be a member
 NONMEMBER = "nonmember"
 USER = "user"
 MERCHANT = "merchant"
@@ -58,6 +59,7 @@ class Capability(StrEnum):
     INVITE_OWN = "invite.own"
     INVITE_ANY = "invite.any"
     INVITE_STATS = "invite.stats"
+    DOMAIN_TRUST = "domain.trust"
 
 
 # capability -> kinds that may use it
@@ -92,6 +94,8 @@ PERMISSIONS: dict[Capability, frozenset[str]] = {
     Capability.INVITE_OWN: frozenset(MEMBER_KINDS),
     Capability.INVITE_ANY: frozenset({ADMIN}),
     Capability.INVITE_STATS: frozenset({ADMIN}),
+    # Members from other XMPP servers (imserver.service.federation).
+    Capability.DOMAIN_TRUST: frozenset({ADMIN}),
 }
 
 
@@ -173,7 +177,7 @@ class Actor:
         """The refusal for a sender that is no member: registration-required, except for
         a JID of a domain whose users may not join (telling it to register would lie)."""
         if FOREIGN in self.kinds:
-            return forbidden(f"{self.jid} is not on a member domain")
+            return forbidden(f"members of {domain_of(self.jid)} may not join this network")
         return registration_required()
 
     def require_member(self) -> MemberRecord:
@@ -190,7 +194,7 @@ async def resolve_actor(conn: Conn, jid: str, config: Config) -> Actor:
     kinds: set[str] = set()
     if jid in config.admins:
         kinds.add(ADMIN)
-    if domain_of(jid) not in config.xmpp.member_domains:
+    if await trust.is_blocked(conn, jid, config):
         kinds.add(FOREIGN)
     member = await members.get_by_jid(conn, jid)
     bot_of = await bots.merchant_of(conn, jid)

@@ -12,6 +12,7 @@ from imserver.domain import chains
 from imserver.domain.invites import invite_code
 from imserver.domain.jids import domain_of
 from imserver.domain.rulenumbers import make_rule_number, role_letter
+from imserver.service import federation
 from imserver.service.authz import ADMIN, BOT, FOREIGN, NONMEMBER, Actor, Capability, resolve_actor
 from imserver.service.batching import GroupCommit
 from imserver.service.context import Context
@@ -158,11 +159,11 @@ class Membership:
             raise bad_request("you cannot refer yourself")
         return await self.writer.submit(_Joining(sender, ref_jid))
 
-    def _may_join(self, sender: str, is_bot: bool) -> bool:
+    def _may_join(self, sender: str, is_bot: bool, gate: federation.Gate) -> bool:
         """``resolve_actor(sender).may("register")`` for a sender that is no member, from
         what the batch read (kept in step with ``authz.resolve_actor``)."""
         kinds = {ADMIN} if sender in self.ctx.config.admins else set()
-        if domain_of(sender) not in self.ctx.config.xmpp.member_domains:
+        if gate.blocked(sender):
             kinds.add(FOREIGN)
         if is_bot:
             kinds.add(BOT)
@@ -170,18 +171,15 @@ class Membership:
             kinds.add(NONMEMBER)
         return Actor(sender, frozenset(kinds)).may(Capability.REGISTER)
 
-    def _join_refusal(self, sender: str, is_bot: bool) -> ServiceError:
+    def _join_refusal(self, sender: str, is_bot: bool, gate: federation.Gate) -> ServiceError:
         """Why ``sender`` may not join (``_may_join`` said no), and what would do."""
         if is_bot:
             return forbidden(
                 f"{sender} is a merchant's bot, which cannot be a member; "
                 "join from a personal JID, or have the merchant unlink it first"
             )
-        domains = self.ctx.config.xmpp.member_domains
-        if domain_of(sender) not in domains:
-            return forbidden(
-                f"{sender} may not join: members have JIDs of {', '.join(domains)}"
-            )
+        if gate.blocked(sender):
+            return forbidden(f"members of {domain_of(sender)} may not join this network")
         return forbidden(f"{sender} may not join this network")
 
     async def _register_batch(
@@ -196,6 +194,7 @@ class Membership:
         """
         batch = await self._name_invited(conn, batch)
         senders = {j.sender for j in batch}
+        gate = await federation.gate(conn, senders, self.ctx.config, self.ctx.clock())
         named = {j.referrer for j in batch if j.referrer is not None}
         stored = await members.by_jids(conn, senders | named)
         bots = await members.bots_among(conn, senders - stored.keys())
@@ -214,12 +213,14 @@ class Membership:
                 if j.sender in joined:
                     repeats.append((i, joined[j.sender]))
                     continue
-                newcomers.append(self._check(i, j, stored, bots, erased, joined, newcomers, found))
+                newcomer = self._check(i, j, stored, bots, erased, joined, newcomers, found, gate)
+                newcomers.append(newcomer)
                 joined[j.sender] = len(newcomers) - 1
             except ServiceError as exc:
                 out[i] = exc
         if newcomers:
             await self._write(conn, newcomers, lines, found)
+            await gate.save(conn)
         for n in newcomers:
             assert n.record is not None
             ref = n.referrer if isinstance(n.referrer, MemberRecord) else newcomers[n.referrer]
@@ -277,18 +278,20 @@ class Membership:
         joined: dict[str, int],
         newcomers: list[_Newcomer],
         found: dict[str, RegionRecord],
+        gate: federation.Gate,
     ) -> _Newcomer:
         """Every check of one registration, in the protocol's order; a newcomer or the
         refusal."""
         member = stored.get(j.sender)
         if member is not None:
             raise _refuse_member(j.sender, member)
-        if not self._may_join(j.sender, j.sender in bots):
-            raise self._join_refusal(j.sender, j.sender in bots)
+        if not self._may_join(j.sender, j.sender in bots, gate):
+            raise self._join_refusal(j.sender, j.sender in bots, gate)
         if j.referrer is None:
             raise not_found(f"invite {j.code} is no member's: check the code")
         if j.referrer in joined:  # registered earlier in this batch: active, and live
             place = joined[j.referrer]
+            gate.admit(j.sender, j.referrer, j.code is not None)
             return _Newcomer(index, j.sender, place, newcomers[place].home)
         ref = stored.get(j.referrer)
         if ref is None:
@@ -307,6 +310,8 @@ class Membership:
         home = regions.live_in(found, ref.region_code)
         if home is None:
             raise bad_request(f"unknown region {ref.region_code}")
+        # Last: a refusal for any other reason does not count against the domain.
+        gate.admit(j.sender, ref.jid, j.code is not None)
         return _Newcomer(index, j.sender, ref, home)
 
     async def _write(

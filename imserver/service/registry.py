@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from imserver.service.bots import Bots
 from imserver.service.context import Context
+from imserver.service.federation import Federation
 from imserver.service.health import Health
 from imserver.service.invites import Invites
 from imserver.service.ledger import Ledger
@@ -40,6 +41,7 @@ class Services:
     outbox: Outbox
     health: Health
     sessions: Sessions
+    federation: Federation
 
     async def close(self) -> None:
         """Stop the background writers (before the database is disposed)."""
@@ -65,4 +67,5 @@ class Services:
             outbox=Outbox(ctx),
             health=Health(ctx),
             sessions=Sessions(ctx),
+            federation=Federation(ctx),
         )

@@ -338,3 +338,20 @@ class ChainEpoch(Base):
     __tablename__ = "chain_epoch"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger)
+
+
+class RemoteDomain(Base):
+    """A remote XMPP domain (not one of ours): the trust an admin set for it, and the
+    counts its limits are checked against (kept here so that a check reads one row)."""
+
+    __tablename__ = "remote_domains"
+    domain: Mapped[str] = mapped_column(
+        String(255), primary_key=True, info=erased("keep", "a server's name, not a person's")
+    )
+    trust: Mapped[str | None] = mapped_column(String(12))  # None: the config's
+    trust_set_by: Mapped[str | None] = mapped_column(String(1023), info=erased("jid"))
+    trust_set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    members: Mapped[int] = mapped_column(Integer, default=0)  # registered, in all
+    hour_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hour_count: Mapped[int] = mapped_column(Integer, default=0)  # registered that hour
+

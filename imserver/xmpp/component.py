@@ -22,6 +22,7 @@ from imserver.logs import jid_view
 from imserver.service.limits import build_limiter
 from imserver.service.registry import Services
 from imserver.xmpp import commands
+from imserver.xmpp.alerts import AdminAlerts
 from imserver.xmpp.compat import slixmpp as slixmpp_compat
 from imserver.xmpp.hardening import HardenedStream, StreamLimits, check_startup
 from imserver.xmpp.notify import Notifier
@@ -78,6 +79,7 @@ class Component(HardenedStream, ComponentXMPP):
         # The outbox sender: woken by every commit that writes notifications
         # (Context.outbox_listeners) and by every reconnect.
         self.notifier = Notifier(self)
+        self.alerts = AdminAlerts(self)
         commands.install(self)
         self.register_handler(
             CoroutineCallback("our requests", self.router, self.pipeline.iq_handler(self.router))

@@ -117,6 +117,9 @@ class Pipeline:
         # (operation, outcome) -> durations. Operations come from declared routes and
         # commands, outcomes from stanza-error conditions: both bounded sets.
         self.stats: dict[tuple[str, str], Tally] = {}
+        # Told of every refusal (a ServiceError) after it is counted: e.g. the admins'
+        # alerts of a remote domain past its limits.
+        self.refusal_listeners: list[Callable[[ServiceError], None]] = []
 
     async def run(
         self,
@@ -145,6 +148,7 @@ class Pipeline:
             return await work(sender)
         except ServiceError as exc:
             outcome = exc.condition
+            self.refused(exc)
             raise stanza_error(exc) from None
         except XMPPError as exc:
             outcome = exc.condition
@@ -162,6 +166,12 @@ class Pipeline:
             raise
         finally:
             self._record(operation, sender, outcome, started)
+
+    def refused(self, refusal: ServiceError) -> None:
+        """Tell the listeners of a refusal (front-ends that answer it themselves, as the
+        chat does, call this too)."""
+        for listener in self.refusal_listeners:
+            listener(refusal)
 
     def _record(self, operation: str, sender: str, outcome: str, started: float) -> None:
         elapsed = perf_counter() - started

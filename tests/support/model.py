@@ -40,7 +40,7 @@ from imserver.store.models import (
     Upline,
     Withdrawal,
 )
-from tests.conftest import DOMAIN, FakeClock
+from tests.conftest import DOMAIN, FOREIGN_BLOCKED, FakeClock
 
 ADMIN = f"admin@{DOMAIN}"
 EARNER_ROLES = ("referrer", "agent")
@@ -52,6 +52,7 @@ def model_config(url: str) -> Config:
         "IMSERVER_ADMINS": f'["{ADMIN}"]',
         "IMSERVER_XMPP__SECRET": "model-test-secret",
         "IMSERVER_DATABASE__URL": url,
+        **FOREIGN_BLOCKED,
     }
     return load_config(Path(__file__).parents[2] / "config.toml", env=env)
 

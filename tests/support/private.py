@@ -14,7 +14,7 @@ from imserver.devserver.prosody import ProsodyInstance, free_port
 from imserver.geo.regions import load_regions_csv
 from imserver.service.regions import load_regions
 from imserver.store.migrate import upgrade
-from tests.conftest import DOMAIN, OTHER_DOMAIN, FakeClock, Service
+from tests.conftest import DOMAIN, FOREIGN_BLOCKED, OTHER_DOMAIN, FakeClock, Service
 
 SECRET = "private-test-secret"
 
@@ -49,6 +49,7 @@ def private_config(
         "IMSERVER_XMPP__CLIENT_PORT": str(prosody.client_port),
         "IMSERVER_XMPP__RECONNECT_MAX_DELAY": "1.0",
         "IMSERVER_DATABASE__URL": url,
+        **FOREIGN_BLOCKED,
         **extra,
     }
     return load_config(Path(__file__).parents[2] / "config.toml", env=env)

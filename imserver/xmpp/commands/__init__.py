@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from imserver.xmpp.commands.adhoc import AdHoc
 from imserver.xmpp.commands.base import Command
 from imserver.xmpp.commands.chat import Chat
+from imserver.xmpp.commands.federation import Domains, SetTrust
 from imserver.xmpp.commands.help import Help
 from imserver.xmpp.commands.invites import Invite, InviteCounts, InviteStatistics
 from imserver.xmpp.commands.membership import AddMerchant, AssignAgent, Chain, Join
@@ -73,6 +74,8 @@ def command_classes() -> list[type[Command]]:
         Approve,
         Reject,
         SetPolicy,
+        SetTrust,
+        Domains,
     ]
 
 

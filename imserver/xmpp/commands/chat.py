@@ -266,6 +266,7 @@ class Chat:
         return await self._run(actor, command, {**args, result.var: value})
 
     def _failed(self, command: Command, exc: ServiceError) -> str:
+        self.component.pipeline.refused(exc)  # answered here, not by the pipeline
         text = self._error(exc)
         if exc.condition == "bad-request":
             text += f"\nUsage: {command.usage}"
