@@ -58,10 +58,11 @@ from tests.support.faults import (
     FaultClient,
     LoadStats,
     component_env,
+    load_shipped_regions,
     shares_of,
 )
 from tests.support.private_pg import PrivatePostgres, why_not_available
-from tests.test_faults import SECRET, World, _check, _load_regions, _network
+from tests.test_faults import SECRET, World, _check, _network
 
 SEED = int(os.environ.get("IMSERVER_TEST_FAULT_SEED", "6"))
 # A bot waits this long for an answer; the component must answer well within it.
@@ -154,7 +155,7 @@ async def _world(backend: str, url: str, tmp: Path, jid: str) -> AsyncIterator[W
     component = ComponentProcess(env, tmp / "imserver.log")
     try:
         await asyncio.to_thread(upgrade, url)
-        await _load_regions(env, url)
+        await load_shipped_regions(env, url)
         component.start()
         await component.wait_connection(0, 60)
         clients, earners, bots = await _network(prosody, jid)
