@@ -9,12 +9,22 @@ it: it is a host of A, on A's second address). Dialback without TLS, loopback on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from imserver.app import App
+from imserver.config import Config, load_config
 from imserver.devserver.prosody import ProsodyInstance, free_port
+from imserver.geo.regions import load_regions_csv
+from imserver.service.regions import load_regions
+from imserver.store.migrate import upgrade
 from tests.support.clients import PASSWORD, Client
 
 A_DOMAIN = "127.0.0.2"  # the home server: the component's
@@ -75,3 +85,74 @@ def federation_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed
     finally:
         fed.b.stop()
         fed.a.stop()
+
+
+@dataclass
+class Home:
+    """The component on server A, and clients of either server (what
+    ``tests.support.network.build_network`` needs of a service)."""
+
+    app: App
+    federation: Federation
+    clients: dict[str, Client] = field(default_factory=dict)
+    _seq: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def jid(self) -> str:
+        return self.app.config.xmpp.component
+
+    def new_jid(self, prefix: str = "u", domain: str = A_DOMAIN) -> str:
+        """A JID nobody used yet in this module."""
+        return f"{prefix}{next(self._seq)}-{uuid.uuid4().hex[:6]}@{domain}"
+
+    async def client(self, jid: str | None = None) -> Client:
+        """A logged-in client of ``jid`` on its own server (reused after the first call)."""
+        jid = jid or self.new_jid()
+        if jid not in self.clients:
+            self.clients[jid] = await self.federation.client(jid)
+        return self.clients[jid]
+
+    async def admin(self) -> Client:
+        return await self.client(self.app.config.admins[0])
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients.values()))
+
+
+def home_config(url: str, federation: Federation, env: Mapping[str, str]) -> Config:
+    """The component's config: server A, a SQLite file; ``env`` adds to it (the policy
+    that lets server B's users in)."""
+    return load_config(
+        Path(__file__).parents[2] / "config.toml",
+        env={
+            "IMSERVER_ADMINS": f'["admin@{A_DOMAIN}"]',
+            "IMSERVER_XMPP__DOMAIN": A_DOMAIN,
+            "IMSERVER_XMPP__COMPONENT": COMPONENT,
+            "IMSERVER_XMPP__SECRET": SECRET,
+            "IMSERVER_XMPP__COMPONENT_PORT": str(federation.a.component_port),
+            "IMSERVER_XMPP__CLIENT_PORT": str(federation.a.client_port),
+            "IMSERVER_XMPP__RECONNECT_MAX_DELAY": "2.0",
+            "IMSERVER_DATABASE__URL": url,
+            "IMSERVER_NOTIFICATIONS__WINDOW": "0.05",
+            **env,
+        },
+    )
+
+
+@asynccontextmanager
+async def home_component(
+    federation: Federation, db_dir: Path, env: Mapping[str, str]
+) -> AsyncIterator[Home]:
+    """The component (in this process) on server A, on a fresh migrated SQLite file
+    with the shipped regions; a real clock (retries wait for it)."""
+    url = f"sqlite+aiosqlite:///{db_dir / 'imserver.sqlite3'}"
+    await asyncio.to_thread(upgrade, url)
+    app = App(home_config(url, federation, env))
+    await load_regions(app.ctx, load_regions_csv())
+    await app.start()
+    home = Home(app, federation)
+    try:
+        yield home
+    finally:
+        await home.close()
+        await app.stop()
