@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,13 +17,13 @@ from slixmpp import Iq, Message
 
 from imserver.service.outbox import RetryDelay
 from plugins.distribution import NS
+from tests.conftest import BACKENDS
 from tests.support.clients import Client
 from tests.support.commands import say
 from tests.support.faults import shares_of
 from tests.support.federation import (  # noqa: F401 (federation_fixture: the fixture)
     A_DOMAIN,
     B_DOMAIN,
-    COMPONENT,
     Federation,
     Home,
     federation_fixture,
@@ -51,14 +52,39 @@ async def test_servers_talk_over_s2s(federation: Federation) -> None:
 ADMIT_REMOTE = {"IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([A_DOMAIN, B_DOMAIN])}
 
 
+@asynccontextmanager
+async def admitting_home(
+    federation: Federation, backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Home]:
+    """The component on server A, letting server B's users in."""
+    db_dir = tmp_path_factory.mktemp("db")
+    async with home_component(federation, backend, db_dir, ADMIT_REMOTE) as h:
+        # Short waits between tries: a test waits for the last one after a bounce.
+        h.app.services.outbox.retry = RetryDelay(timedelta(seconds=1), timedelta(seconds=4))
+        yield h
+
+
 @pytest.fixture(scope="module")
 async def home(
     federation: Federation, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Home]:
-    """The component on server A, letting server B's users in."""
-    async with home_component(federation, tmp_path_factory.mktemp("db"), ADMIT_REMOTE) as h:
-        # Short waits between tries: a test waits for the last one after a bounce.
-        h.app.services.outbox.retry = RetryDelay(timedelta(seconds=1), timedelta(seconds=4))
+    """The component on SQLite: the through-servers tests need one backend (the store
+    functions they add are run on both by the bounce test)."""
+    async with admitting_home(federation, "sqlite", tmp_path_factory) as h:
+        yield h
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def any_home(
+    request: pytest.FixtureRequest,
+    federation: Federation,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Home]:
+    """The component on each backend (``home`` itself for SQLite)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("home")
+        return
+    async with admitting_home(federation, request.param, tmp_path_factory) as h:
         yield h
 
 
@@ -217,19 +243,20 @@ async def test_nothing_lost_while_the_remote_server_is_down(
     )
 
 
-def bounce(sender: Client, message_id: str, condition: str) -> None:
+def bounce(sender: Client, component: str, message_id: str, condition: str) -> None:
     """Send the component an error for ``message_id``, as a server's bounce looks."""
-    msg = sender.make_message(mto=COMPONENT, mtype="error")
+    msg = sender.make_message(mto=component, mtype="error")
     msg["id"] = message_id
     msg["error"]["type"] = "cancel"
     msg["error"]["condition"] = condition
     msg.send()
 
 
-async def test_a_bounce_is_believed_only_from_its_recipient(home: Home) -> None:
+async def test_a_bounce_is_believed_only_from_its_recipient(any_home: Home) -> None:
     """An error for a notification puts it back only when it comes from the recipient
     (or its server) for a message sent to it, with a condition that says its server was
     unreachable; then the same message comes again with the same id."""
+    home = any_home
     notifier = home.app.component.notifier
     r = await remote_referrer(home)
     await r.pay("forged-1")
@@ -237,10 +264,10 @@ async def test_a_bounce_is_believed_only_from_its_recipient(home: Home) -> None:
     theirs = str((await next_notification(r.net.merchant, timeout=15))["id"])
     mallory = await home.client(home.new_jid("mallory"))
     before = notifier.bounced
-    bounce(mallory, mine, "remote-server-not-found")  # not its recipient
-    bounce(r.member, theirs, "remote-server-not-found")  # not a message sent to it
-    bounce(r.member, mine, "service-unavailable")  # not an unreachable server
-    bounce(r.member, "earning-" + "9" * 40, "remote-server-not-found")  # not our id
+    bounce(mallory, home.jid, mine, "remote-server-not-found")  # not its recipient
+    bounce(r.member, home.jid, theirs, "remote-server-not-found")  # not a message sent to it
+    bounce(r.member, home.jid, mine, "service-unavailable")  # not an unreachable server
+    bounce(r.member, home.jid, "earning-" + "9" * 40, "remote-server-not-found")  # not our id
     # Each sender's next request is handled after its bounce: then the outbox has decided.
     await say(mallory, home.jid, "help", timeout=15)
     await say(r.member, home.jid, "help", timeout=15)
@@ -249,7 +276,7 @@ async def test_a_bounce_is_believed_only_from_its_recipient(home: Home) -> None:
     await asyncio.sleep(1.5)  # a retry would have come by now
     assert r.member.messages.empty() and r.net.merchant.messages.empty()
     # From its recipient, for its message: the same message again, same id.
-    bounce(r.member, mine, "remote-server-timeout")
+    bounce(r.member, home.jid, mine, "remote-server-timeout")
     again = await next_notification(r.member, timeout=15)
     assert (str(again["id"]), [e["payment"] for e in earnings(again)]) == (mine, ["forged-1"])
     assert notifier.bounced - before == 1

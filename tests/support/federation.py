@@ -4,7 +4,8 @@ Their domains are IP literals, so no DNS and no /etc/hosts entry is involved: Pr
 0.12 connects to a peer whose domain is an IP address at that address, port 5269 (with
 no SRV lookup), so each server listens for s2s on its own loopback address. Server A
 also serves the component, whose name is an IP literal too (a remote server must reach
-it: it is a host of A, on A's second address). Dialback without TLS, loopback only.
+it: it is a host of A, on another address of A; one name per database backend).
+Dialback without TLS, loopback only.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from imserver.devserver.prosody import ProsodyInstance, free_port
 from imserver.geo.regions import load_regions_csv
 from imserver.service.regions import load_regions
 from imserver.store.migrate import upgrade
+from tests.conftest import _drop_pg_database, _fresh_pg_database
 from tests.support.clients import PASSWORD, Client
 
 A_DOMAIN = "127.0.0.2"  # the home server: the component's
 B_DOMAIN = "127.0.0.3"  # the remote server: its users are remote members
-COMPONENT = "127.0.0.4"  # the component, a host of A
+# The component per database backend (one connection per name on Prosody), hosts of A.
+COMPONENTS = {"sqlite": "127.0.0.4", "postgresql": "127.0.0.5"}
 SECRET = "federation-secret"
 
 
@@ -59,8 +62,8 @@ def federation_servers(root: pytest.TempPathFactory) -> Federation:
         domain=A_DOMAIN,
         client_port=free_port(),
         component_port=free_port(),
-        components={COMPONENT: SECRET},
-        s2s_interfaces=(A_DOMAIN, COMPONENT),
+        components={jid: SECRET for jid in COMPONENTS.values()},
+        s2s_interfaces=(A_DOMAIN, *COMPONENTS.values()),
         log_level="debug",
     )
     b = ProsodyInstance(
@@ -119,15 +122,15 @@ class Home:
         await asyncio.gather(*(c.close() for c in self.clients.values()))
 
 
-def home_config(url: str, federation: Federation, env: Mapping[str, str]) -> Config:
-    """The component's config: server A, a SQLite file; ``env`` adds to it (the policy
-    that lets server B's users in)."""
+def home_config(backend: str, url: str, federation: Federation, env: Mapping[str, str]) -> Config:
+    """The component's config: server A, the database ``url`` of ``backend``; ``env``
+    adds to it (the policy that lets server B's users in)."""
     return load_config(
         Path(__file__).parents[2] / "config.toml",
         env={
             "IMSERVER_ADMINS": f'["admin@{A_DOMAIN}"]',
             "IMSERVER_XMPP__DOMAIN": A_DOMAIN,
-            "IMSERVER_XMPP__COMPONENT": COMPONENT,
+            "IMSERVER_XMPP__COMPONENT": COMPONENTS[backend],
             "IMSERVER_XMPP__SECRET": SECRET,
             "IMSERVER_XMPP__COMPONENT_PORT": str(federation.a.component_port),
             "IMSERVER_XMPP__CLIENT_PORT": str(federation.a.client_port),
@@ -141,13 +144,18 @@ def home_config(url: str, federation: Federation, env: Mapping[str, str]) -> Con
 
 @asynccontextmanager
 async def home_component(
-    federation: Federation, db_dir: Path, env: Mapping[str, str]
+    federation: Federation, backend: str, db_dir: Path, env: Mapping[str, str]
 ) -> AsyncIterator[Home]:
-    """The component (in this process) on server A, on a fresh migrated SQLite file
-    with the shipped regions; a real clock (retries wait for it)."""
-    url = f"sqlite+aiosqlite:///{db_dir / 'imserver.sqlite3'}"
+    """The component (in this process) on server A, on a fresh migrated database of
+    ``backend`` (SQLite in ``db_dir``, or a new PostgreSQL database) with the shipped
+    regions; a real clock (retries wait for it)."""
+    pg_name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{db_dir / 'imserver.sqlite3'}"
+    else:
+        pg_name, url = await _fresh_pg_database()
     await asyncio.to_thread(upgrade, url)
-    app = App(home_config(url, federation, env))
+    app = App(home_config(backend, url, federation, env))
     await load_regions(app.ctx, load_regions_csv())
     await app.start()
     home = Home(app, federation)
@@ -156,3 +164,5 @@ async def home_component(
     finally:
         await home.close()
         await app.stop()
+        if pg_name:
+            await _drop_pg_database(pg_name)
