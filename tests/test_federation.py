@@ -22,8 +22,6 @@ from tests.support.clients import Client
 from tests.support.commands import say
 from tests.support.faults import shares_of
 from tests.support.federation import (  # noqa: F401 (federation_fixture: the fixture)
-    A_DOMAIN,
-    B_DOMAIN,
     Federation,
     Home,
     federation_fixture,
@@ -34,8 +32,8 @@ from tests.support.network import Network, build_network, chain_of
 
 async def test_servers_talk_over_s2s(federation: Federation) -> None:
     """The rig itself: a user of each server reaches the other, both ways (dialback)."""
-    a = await federation.client(f"alice@{A_DOMAIN}")
-    b = await federation.client(f"bob@{B_DOMAIN}")
+    a = await federation.client(f"alice@{federation.a.domain}")
+    b = await federation.client(f"bob@{federation.b.domain}")
     try:
         a.send_message(mto=b.bare, mbody="over s2s", mtype="chat")
         got = await asyncio.wait_for(b.messages.get(), 15)
@@ -47,9 +45,11 @@ async def test_servers_talk_over_s2s(federation: Federation) -> None:
         await asyncio.gather(a.close(), b.close())
 
 
-# Lets server B's users join. The one line to switch to the trust policy of issue 16
-# (B's domain `open`, or `invite-only` joined through a local merchant) when it lands.
-ADMIT_REMOTE = {"IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([A_DOMAIN, B_DOMAIN])}
+def admit_remote(fed: Federation) -> dict[str, str]:
+    """The settings that let server B's users join."""
+    # The one line to switch to the trust policy of issue 16 (B's domain `open`, or
+    # `invite-only` joined through a local merchant) when it lands.
+    return {"IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([fed.a.domain, fed.b.domain])}
 
 
 @asynccontextmanager
@@ -58,7 +58,7 @@ async def admitting_home(
 ) -> AsyncIterator[Home]:
     """The component on server A, letting server B's users in."""
     db_dir = tmp_path_factory.mktemp("db")
-    async with home_component(federation, backend, db_dir, ADMIT_REMOTE) as h:
+    async with home_component(federation, backend, db_dir, admit_remote(federation)) as h:
         # Short waits between tries: a test waits for the last one after a bounce.
         h.app.services.outbox.retry = RetryDelay(timedelta(seconds=1), timedelta(seconds=4))
         yield h
@@ -106,7 +106,7 @@ class RemoteReferrer:
 
 async def remote_referrer(home: Home) -> RemoteReferrer:
     net = await build_network(home)
-    member = await home.client(home.new_jid("rita", B_DOMAIN))
+    member = await home.client(home.new_jid("rita", home.federation.b.domain))
     await member.dist.register(home.jid, net.merchant.bare, timeout=15)
     payer = await home.client(home.new_jid("payer"))
     await payer.dist.register(home.jid, member.bare)
@@ -229,7 +229,8 @@ async def test_nothing_lost_while_the_remote_server_is_down(
     repeated = {p: ids for p, ids in got.items() if len(ids) > 1}
     assert not repeated, repeated
     assert await outbox.unsent() == 0
-    warnings = [r.getMessage() for r in caplog.records if B_DOMAIN in r.getMessage()]
+    remote = federation.b.domain
+    warnings = [r.getMessage() for r in caplog.records if remote in r.getMessage()]
     assert len(warnings) == 1, warnings
     figures(
         "remote_outage",

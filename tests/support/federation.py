@@ -5,13 +5,16 @@ Their domains are IP literals, so no DNS and no /etc/hosts entry is involved: Pr
 no SRV lookup), so each server listens for s2s on its own loopback address. Server A
 also serves the component, whose name is an IP literal too (a remote server must reach
 it: it is a host of A, on another address of A; one name per database backend).
-Dialback without TLS, loopback only.
+Dialback without TLS, loopback only. The addresses are 127.X.Y.2 to .5 with X.Y drawn
+per run among those where nobody listens on 5269: runs in parallel worktrees do not
+collide.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -22,31 +25,29 @@ import pytest
 
 from imserver.app import App
 from imserver.config import Config, load_config
-from imserver.devserver.prosody import ProsodyInstance, free_port
+from imserver.devserver.prosody import S2S_PORT, ProsodyInstance, free_port
+from imserver.devserver.server import listening
 from imserver.geo.regions import load_regions_csv
 from imserver.service.regions import load_regions
 from imserver.store.migrate import upgrade
 from tests.conftest import _drop_pg_database, _fresh_pg_database
 from tests.support.clients import PASSWORD, Client
 
-A_DOMAIN = "127.0.0.2"  # the home server: the component's
-B_DOMAIN = "127.0.0.3"  # the remote server: its users are remote members
-# The component per database backend (one connection per name on Prosody), hosts of A.
-COMPONENTS = {"sqlite": "127.0.0.4", "postgresql": "127.0.0.5"}
 SECRET = "federation-secret"
 
 
 @dataclass
 class Federation:
-    """Server A (with the component) and server B, linked by s2s."""
+    """Server A (with the components) and server B, linked by s2s."""
 
-    a: ProsodyInstance
-    b: ProsodyInstance
+    a: ProsodyInstance  # the home server: its domain is ``a.domain``
+    b: ProsodyInstance  # the remote server: its users are remote members
+    components: dict[str, str]  # backend -> component name (a host of A)
 
     def server_of(self, jid: str) -> ProsodyInstance:
         """The server that holds the account ``jid``."""
         domain = jid.partition("@")[2]
-        return {A_DOMAIN: self.a, B_DOMAIN: self.b}[domain]
+        return {self.a.domain: self.a, self.b.domain: self.b}[domain]
 
     async def client(self, jid: str) -> Client:
         """A logged-in client of ``jid`` on its own server (account created if new)."""
@@ -55,26 +56,38 @@ class Federation:
         return await Client(jid).open(server.client_port, 30)
 
 
+def free_loopback_block() -> str:
+    """A prefix ``127.X.Y.`` whose addresses .2 to .5 nobody takes s2s links on."""
+    for _ in range(50):
+        prefix = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}."
+        if not any(listening(S2S_PORT, f"{prefix}{n}") for n in range(2, 6)):
+            return prefix
+    raise RuntimeError(f"no free block of loopback addresses with port {S2S_PORT}")
+
+
 def federation_servers(root: pytest.TempPathFactory) -> Federation:
     """The two servers, configured and not started."""
+    prefix = free_loopback_block()
+    # One component name per backend: Prosody takes one connection per name.
+    components = {"sqlite": f"{prefix}4", "postgresql": f"{prefix}5"}
     a = ProsodyInstance(
         root.mktemp("prosody-a"),
-        domain=A_DOMAIN,
+        domain=f"{prefix}2",
         client_port=free_port(),
         component_port=free_port(),
-        components={jid: SECRET for jid in COMPONENTS.values()},
-        s2s_interfaces=(A_DOMAIN, *COMPONENTS.values()),
+        components={jid: SECRET for jid in components.values()},
+        s2s_interfaces=(f"{prefix}2", *components.values()),
         log_level="debug",
     )
     b = ProsodyInstance(
         root.mktemp("prosody-b"),
-        domain=B_DOMAIN,
+        domain=f"{prefix}3",
         client_port=free_port(),
         component_port=free_port(),
-        s2s_interfaces=(B_DOMAIN,),
+        s2s_interfaces=(f"{prefix}3",),
         log_level="debug",
     )
-    return Federation(a, b)
+    return Federation(a, b, components)
 
 
 @pytest.fixture(scope="module", name="federation")
@@ -104,8 +117,9 @@ class Home:
     def jid(self) -> str:
         return self.app.config.xmpp.component
 
-    def new_jid(self, prefix: str = "u", domain: str = A_DOMAIN) -> str:
-        """A JID nobody used yet in this module."""
+    def new_jid(self, prefix: str = "u", domain: str | None = None) -> str:
+        """A JID nobody used yet in this module (on server A unless ``domain`` says)."""
+        domain = domain or self.federation.a.domain
         return f"{prefix}{next(self._seq)}-{uuid.uuid4().hex[:6]}@{domain}"
 
     async def client(self, jid: str | None = None) -> Client:
@@ -125,12 +139,13 @@ class Home:
 def home_config(backend: str, url: str, federation: Federation, env: Mapping[str, str]) -> Config:
     """The component's config: server A, the database ``url`` of ``backend``; ``env``
     adds to it (the policy that lets server B's users in)."""
+    home = federation.a.domain
     return load_config(
         Path(__file__).parents[2] / "config.toml",
         env={
-            "IMSERVER_ADMINS": f'["admin@{A_DOMAIN}"]',
-            "IMSERVER_XMPP__DOMAIN": A_DOMAIN,
-            "IMSERVER_XMPP__COMPONENT": COMPONENTS[backend],
+            "IMSERVER_ADMINS": f'["admin@{home}"]',
+            "IMSERVER_XMPP__DOMAIN": home,
+            "IMSERVER_XMPP__COMPONENT": federation.components[backend],
             "IMSERVER_XMPP__SECRET": SECRET,
             "IMSERVER_XMPP__COMPONENT_PORT": str(federation.a.component_port),
             "IMSERVER_XMPP__CLIENT_PORT": str(federation.a.client_port),
