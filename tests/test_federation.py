@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from datetime import timedelta
 import pytest
 from slixmpp import Iq, Message
 
+from imserver.devserver.prosody import ProsodyError, ProsodyInstance, free_port
 from imserver.service.outbox import RetryDelay
 from plugins.distribution import NS
 from tests.conftest import BACKENDS
@@ -43,6 +45,23 @@ async def test_servers_talk_over_s2s(federation: Federation) -> None:
         assert (str(got["from"].bare), str(got["body"])) == (b.bare, "and back")
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+def test_a_taken_s2s_address_is_refused(
+    federation: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A server whose s2s address is in use does not start (it would pass for ready)."""
+    taken = federation.b.domain
+    other = ProsodyInstance(
+        tmp_path_factory.mktemp("prosody-c"),
+        domain=taken,
+        client_port=free_port(),
+        component_port=free_port(),
+        s2s_interfaces=(taken,),
+    )
+    with pytest.raises(ProsodyError, match=f"port 5269 on {re.escape(taken)} is already in use"):
+        other.start()
+    assert other.process is None
 
 
 def admit_remote(fed: Federation) -> dict[str, str]:

@@ -23,7 +23,6 @@ from imserver.devserver.server import (
     StartInterrupted,
     cmdline,
     free_port,
-    listening,
     terminate,
 )
 
@@ -119,9 +118,9 @@ class ProsodyInstance(PrivateServer):
         opens none without one: a rig's second server has none)."""
         return (self.client_port, self.component_port) if self.components else (self.client_port,)
 
-    def ready(self) -> bool:
-        """Whether its client, component and server-to-server ports all listen."""
-        return super().ready() and all(listening(S2S_PORT, a) for a in self.s2s_interfaces)
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Its ports on 127.0.0.1, and port 5269 on each of its s2s addresses."""
+        return super().addresses() + tuple((a, S2S_PORT) for a in self.s2s_interfaces)
 
     def command(self) -> tuple[list[str], Mapping[str, str] | None]:
         """``prosody -F`` (foreground) with our config; this process's environment."""
