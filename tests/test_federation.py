@@ -81,6 +81,9 @@ async def admitting_home(
         # Short waits between tries: a test waits for the last one after a bounce.
         h.app.services.outbox.retry = RetryDelay(timedelta(seconds=1), timedelta(seconds=4))
         yield h
+        # Whatever the remote members went through, the ledger balances.
+        report = await h.app.services.ledger.check()
+        assert report.ok, report.problems
 
 
 @pytest.fixture(scope="module")
