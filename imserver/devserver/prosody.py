@@ -31,10 +31,15 @@ if TYPE_CHECKING:
 
 PROSODY = "prosody"
 PROSODYCTL = "prosodyctl"
+# Prosody 0.12 reaches a peer without DNS SRV records at the domain's address (an IP
+# literal is used as it is) on this port; there is no per-peer port setting, so each
+# server of the federation rig listens on its own loopback address.
+S2S_PORT = 5269
 
 __all__ = [
     "PROSODY",
     "PROSODYCTL",
+    "S2S_PORT",
     "ProsodyBusy",
     "ProsodyError",
     "ProsodyInstance",
@@ -62,6 +67,9 @@ class ProsodyInstance(PrivateServer):
     busy: ClassVar[type[ServerBusy]] = ProsodyBusy
     own_dir_hint: ClassVar[str] = "its own prosody.data_dir and ports"
     port_hint: ClassVar[str] = "stop it or set xmpp.client_port / xmpp.component_port"
+    # The addresses it takes server-to-server links on (port 5269); none: no s2s at all,
+    # as for ``make run`` and the single-server tests.
+    s2s_interfaces: tuple[str, ...] = ()
 
     @property
     def pid_path(self) -> Path:
@@ -89,16 +97,30 @@ class ProsodyInstance(PrivateServer):
         template = Template(
             resources.files("imserver.devserver").joinpath("prosody.cfg.lua.tmpl").read_text()
         )
+        s2s = bool(self.s2s_interfaces)
         text = template.substitute(
             data_dir=str(self.data_dir),
             client_port=self.client_port,
             component_port=self.component_port,
+            s2s_ports=S2S_PORT if s2s else "",
+            s2s_interfaces="; ".join(f'"{a}"' for a in self.s2s_interfaces),
+            s2s_modules='; "dialback"' if s2s else "",
+            modules_disabled='"tls"; "limits"' if s2s else '"s2s"; "tls"; "limits"',
             log_level=self.log_level,
             extra=self.extra,
             virtual_hosts="\n\n".join(hosts),
         )
         self.config_path.write_text(text)
         return self.config_path
+
+    def ports(self) -> tuple[int, ...]:
+        """Its client port, and its component port when it has components (Prosody
+        opens none without one: a rig's second server has none)."""
+        return (self.client_port, self.component_port) if self.components else (self.client_port,)
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Its ports on 127.0.0.1, and port 5269 on each of its s2s addresses."""
+        return super().addresses() + tuple((a, S2S_PORT) for a in self.s2s_interfaces)
 
     def command(self) -> tuple[list[str], Mapping[str, str] | None]:
         """``prosody -F`` (foreground) with our config; this process's environment."""

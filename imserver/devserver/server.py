@@ -119,9 +119,14 @@ class PrivateServer:
         """The ports it listens on once it is up."""
         return (self.client_port, self.component_port)
 
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Where it listens once it is up: its ports on 127.0.0.1 (and whatever else a
+        subclass adds); each must be free before it starts."""
+        return tuple(("127.0.0.1", p) for p in self.ports())
+
     def ready(self) -> bool:
-        """Whether it serves (called while it runs; by default: all its ports listen)."""
-        return all(listening(p) for p in self.ports())
+        """Whether it serves (called while it runs; by default: all its addresses listen)."""
+        return all(listening(p, h) for h, p in self.addresses())
 
     def running(self) -> bool:
         """Whether this data dir's server runs (whoever started it) and serves: what
@@ -185,11 +190,11 @@ class PrivateServer:
     def _spawn_and_wait(self, timeout: float, stop: threading.Event | None) -> None:
         self.write_config()
         self.stop_stale()
-        taken = [p for p in self.ports() if listening(p)]
+        taken = [(h, p) for h, p in self.addresses() if listening(p, h)]
         if taken:
             raise self.error(
-                f"port {taken[0]} on 127.0.0.1 is already in use (another {self.label} or "
-                f"`make run`?); {self.port_hint}"
+                f"port {taken[0][1]} on {taken[0][0]} is already in use (another {self.label} "
+                f"or `make run`?); {self.port_hint}"
             )
         argv, env = self.command()
         self.process = subprocess.Popen(
@@ -374,8 +379,8 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def listening(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:port."""
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0

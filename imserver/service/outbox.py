@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
+from imserver.domain.jids import domain_of
 from imserver.domain.notices import notification_body
 from imserver.service.context import Context
 from imserver.service.money_views import Notice
@@ -17,6 +21,33 @@ from imserver.store.db import Conn
 PAGE = 500  # rows claimed per transaction (short: the payment writer waits for the lock)
 ROUND = 50_000  # rows claimed per sending round at most; more waits for the next round
 MAX_PER_MESSAGE = 100  # earnings listed in one message (about 30 KB: far under stanza caps)
+# What our server answers when it could not reach the recipient's server (RFC 6120
+# 8.3.3): worth another try later. Any other error (no such user, refused) is final.
+UNREACHABLE = frozenset({"remote-server-not-found", "remote-server-timeout"})
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryDelay:
+    """How long a bounced notification waits before it goes again: ``first`` after its
+    first bounce, twice as long after each next one, never longer than ``longest``."""
+
+    first: timedelta = timedelta(seconds=5)
+    longest: timedelta = timedelta(minutes=10)
+
+    def after(self, bounces: int) -> timedelta:
+        """The wait after the ``bounces``-th bounce (1 for the first)."""
+        doublings: int = min(max(bounces - 1, 0), 32)
+        return min(self.first * (1 << doublings), self.longest)
+
+
+class Retry(NamedTuple):
+    """A bounced message put back: how many notifications, to which domain, for how long."""
+
+    rows: int
+    domain: str
+    delay: timedelta
 
 
 class Outbox:
@@ -27,6 +58,9 @@ class Outbox:
         # Where the last round stopped: the next one goes on from there, so that under a
         # backlog longer than a round no recipient waits for those before it forever.
         self._cursor: outbox.Cursor | None = None
+        self.retry = RetryDelay()
+        # When each remote domain last bounced: one warning per outage, not per message.
+        self._bounced_at: dict[str, datetime] = {}
 
     def round(self, limit: int = ROUND) -> Round:
         """A sending round: everything a member earned since the last round goes out as
@@ -44,6 +78,33 @@ class Outbox:
         """Unclaim what the round ``token`` took and nobody confirmed: it goes out again,
         in the same messages (same ids), from whichever sender claims it next."""
         await self.ctx.db.transaction(partial(_unclaim, token))
+
+    async def bounced(self, sender: str, message_id: int, condition: str) -> Retry | None:
+        """Our server could not deliver the message ``message_id``: it answered with the
+        error ``condition`` from ``sender`` (the bare JID or domain it was sent to). If
+        the recipient's server was unreachable, the message's notifications become
+        unsent again and go out later, in the same message (same id), after a wait that
+        grows with each bounce. Believed only from the recipient itself or its domain,
+        and only for a message that went out to it; anything else changes nothing
+        (returns None)."""
+        if condition not in UNREACHABLE:
+            return None
+        now = self.ctx.clock()
+        retry = await self.ctx.db.transaction(
+            partial(_retry_later, sender, message_id, now, self.retry)
+        )
+        if retry is not None:
+            last = self._bounced_at.get(retry.domain)
+            self._bounced_at[retry.domain] = now
+            if last is None or now - last > 2 * self.retry.longest:
+                log.warning(
+                    "%s is unreachable (%s): notifications to its members wait and go "
+                    "out again, the first in %s",
+                    retry.domain,
+                    condition,
+                    retry.delay,
+                )
+        return retry
 
     async def unsent(self) -> int:
         """How many notifications are waiting (or sent and not yet confirmed)."""
@@ -118,6 +179,22 @@ async def _confirm(token: str, now: datetime, conn: Conn) -> int:
 
 async def _unclaim(token: str, conn: Conn) -> None:
     await outbox.unclaim(conn, token)
+
+
+async def _retry_later(
+    sender: str, message_id: int, now: datetime, delays: RetryDelay, conn: Conn
+) -> Retry | None:
+    rows = [
+        r
+        for r in await outbox.handed_rows(conn, message_id)
+        if sender in (r.recipient, domain_of(r.recipient))
+    ]
+    if not rows:
+        return None
+    bounces = max(r.bounces for r in rows) + 1
+    delay = delays.after(bounces)
+    await outbox.retry_later(conn, [r.id for r in rows], now + delay, bounces)
+    return Retry(len(rows), domain_of(rows[0].recipient), delay)
 
 
 def _notices(page: list[outbox.ClaimedRow]) -> list[Notice]:

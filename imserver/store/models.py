@@ -305,6 +305,10 @@ class OutboxMessage(Base):
     claim_token: Mapped[str | None] = mapped_column(
         String(32), index=True, info=erased("keep", "a random round token")
     )
+    # A remote server that could not be reached bounced it: unsent again, not claimed
+    # before retry_at; the wait grows with the bounces.
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    bounces: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class CommandSession(Base):

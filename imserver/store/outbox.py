@@ -59,7 +59,8 @@ async def claim(
     per_message: int,
 ) -> list[ClaimedRow]:
     """Take up to ``limit`` unsent rows that nobody holds (never claimed, or claimed
-    before ``lapsed_before`` by a sender that never confirmed them), in recipient order
+    before ``lapsed_before`` by a sender that never confirmed them) and that wait for no
+    retry after ``now`` (a bounce), in recipient order
     after ``after``, for the round ``token``; each taken row gets its message.
 
     A recipient's rows are taken all together or not at all (unless they alone fill the
@@ -78,6 +79,7 @@ async def claim(
         .where(
             OutboxMessage.sent_at.is_(None),
             or_(OutboxMessage.claimed_at.is_(None), OutboxMessage.claimed_at < lapsed_before),
+            or_(OutboxMessage.retry_at.is_(None), OutboxMessage.retry_at <= now),
         )
         .order_by(OutboxMessage.recipient, OutboxMessage.id)
         .limit(limit + 1)
@@ -132,6 +134,36 @@ async def unclaim(conn: AsyncConnection, token: str) -> None:
         update(OutboxMessage)
         .where(OutboxMessage.claim_token == token, OutboxMessage.sent_at.is_(None))
         .values(claimed_at=None, claim_token=None)
+    )
+
+
+class HandedRow(NamedTuple):
+    """A row of a message that went to the server: whom to, and how often it bounced."""
+
+    id: int
+    recipient: str
+    bounces: int
+
+
+async def handed_rows(conn: AsyncConnection, message_id: int) -> list[HandedRow]:
+    """The rows of the message ``message_id`` that a sender claimed (it wrote them to the
+    server, or is about to), whether or not the server confirmed them."""
+    stmt = select(OutboxMessage.id, OutboxMessage.recipient, OutboxMessage.bounces).where(
+        OutboxMessage.message_id == message_id, OutboxMessage.claimed_at.is_not(None)
+    )
+    return [HandedRow(*row) for row in await conn.execute(stmt)]
+
+
+async def retry_later(
+    conn: AsyncConnection, ids: Sequence[int], retry_at: datetime, bounces: int
+) -> None:
+    """Make these rows unsent and unclaimed again, not to be claimed before ``retry_at``
+    (they keep their message and its id). Dropping the claim token also keeps a late
+    confirmation of the round that sent them from marking them sent."""
+    await conn.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids))
+        .values(sent_at=None, claimed_at=None, claim_token=None, retry_at=retry_at, bounces=bounces)
     )
 
 

@@ -13,6 +13,12 @@ process was killed, or the answer reached a process that died) lapses after a le
 any sender sends it again. Every message keeps the id it was first sent with
 (``earning-<lowest outbox id>``, also as its XEP-0359 origin-id), so delivery is at least
 once and a client drops a repeat by its id.
+
+A member of another server is reached over a server-to-server link that our server
+opens after it took (and confirmed) the message. When it cannot reach the remote server
+it bounces the message back to us: a ``<message type='error'>`` from the recipient with
+the message's id. The outbox then puts that message's notifications back, and they go
+out again later with the same id (see ``Outbox.bounced``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROUND_PING = "outbox-"  # the id of a round's ping: outbox-<token>
+EARNING_ID = "earning-"  # the id of a notification message: earning-<message id>
+STANZA_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 STORE_HINT = "<store xmlns='urn:xmpp:hints'/>"
 ORIGIN_ID_NS = "urn:xmpp:sid:0"  # XEP-0359: the id a repeat keeps
 EARNING_ATTRS = ("payment", "refund", "merchant", "payer", "amount", "currency", "role",
@@ -59,6 +67,7 @@ class Notifier:
         self.sent = 0
         self.rounds = 0  # rounds that sent something: a recipient gets one message per round
         self.confirmed = 0  # rounds this process confirmed (sent by it or by another)
+        self.bounced = 0  # notifications put back because a remote server was unreachable
         # Rounds this process sent that nobody has confirmed yet: token -> when sent.
         self._unconfirmed: dict[str, float] = {}
         # Confirmations and give-backs under way (kept so that they are not collected).
@@ -66,6 +75,7 @@ class Notifier:
         component.add_event_handler("session_start", self._on_connected)
         component.add_event_handler("disconnected", self._on_disconnected)
         component.register_handler(Callback("outbox rounds", _RoundAnswer(), self._on_answer))
+        component.register_handler(Callback("outbox bounces", _Bounce(), self._on_bounce))
         # Whoever commits notifications (payments, refunds, any later writer) wakes us.
         component.services.ctx.outbox_listeners.append(self.kick)
 
@@ -166,6 +176,28 @@ class Notifier:
             # Unconfirmed, the round lapses after the lease and goes out again.
             log.warning("a notification round stays unconfirmed (%s)", exc)
 
+    def _on_bounce(self, msg: StanzaBase) -> None:
+        # The outbox believes it only from the recipient (or its domain) of that message.
+        digits = str(msg["id"])[len(EARNING_ID) :]
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+            return  # not an id we send (and would overflow the column)
+        message_id = int(digits)
+        sender, condition = str(msg["from"].bare), _error_condition(msg)
+        task = asyncio.ensure_future(self._put_back(sender, message_id, condition))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _put_back(self, sender: str, message_id: int, condition: str) -> None:
+        try:
+            retry = await self.outbox.bounced(sender, message_id, condition)
+        except Exception as exc:
+            # Not put back: the message stays sent (lost to that member, as before).
+            log.warning("a bounced notification could not be put back (%s)", exc)
+            return
+        if retry is not None:
+            self.bounced += retry.rows
+            asyncio.get_running_loop().call_later(retry.delay.total_seconds(), self.kick)
+
     def _on_disconnected(self, _event: Any) -> None:
         # What this process wrote and nobody confirmed may have died with the link.
         tokens, self._unconfirmed = list(self._unconfirmed), {}
@@ -188,7 +220,7 @@ class Notifier:
             element("earning", [("xmlns", NS), *((k, e.get(k) or None) for k in EARNING_ATTRS)])
             for e in notice.earnings
         )
-        message_id = f"earning-{notice.message_id}"
+        message_id = f"{EARNING_ID}{notice.message_id}"
         head = (
             ("type", "chat"),
             ("id", message_id),
@@ -224,4 +256,31 @@ class _RoundAnswer(MatcherBase):
             xml.name == "iq"
             and xml["type"] in ("result", "error")
             and str(xml["id"]).startswith(ROUND_PING)
+        )
+
+
+def _error_condition(stanza: StanzaBase) -> str:
+    """The defined condition of an error stanza ('' if none), read from the XML: on a
+    component stream the <error/> is in jabber:component:accept, which slixmpp's error
+    plugin does not look for (it would add an empty error of its own instead)."""
+    for child in stanza.xml:
+        if child.tag.rpartition("}")[2] == "error":
+            for condition in child:
+                namespace, _, name = condition.tag[1:].partition("}")
+                if namespace == STANZA_ERRORS_NS and name != "text":
+                    return name
+    return ""
+
+
+class _Bounce(MatcherBase):
+    """Matches an error that comes back for a notification message."""
+
+    def __init__(self) -> None:
+        super().__init__(EARNING_ID)
+
+    def match(self, xml: StanzaBase) -> bool:
+        return (
+            xml.name == "message"
+            and xml["type"] == "error"
+            and str(xml["id"]).startswith(EARNING_ID)
         )

@@ -1,0 +1,305 @@
+"""Federation through real servers: two private Prosody servers linked by s2s on loopback
+(tests/support/federation.py), the component on server A, members on server B."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from slixmpp import Iq, Message
+
+from imserver.devserver.prosody import ProsodyError, ProsodyInstance, free_port
+from imserver.service.outbox import RetryDelay
+from plugins.distribution import NS
+from tests.conftest import BACKENDS
+from tests.support.clients import Client
+from tests.support.commands import say
+from tests.support.faults import shares_of
+from tests.support.federation import (  # noqa: F401 (federation_fixture: the fixture)
+    Federation,
+    Home,
+    federation_fixture,
+    home_component,
+)
+from tests.support.network import Network, build_network, chain_of
+
+
+async def test_servers_talk_over_s2s(federation: Federation) -> None:
+    """The rig itself: a user of each server reaches the other, both ways (dialback)."""
+    a = await federation.client(f"alice@{federation.a.domain}")
+    b = await federation.client(f"bob@{federation.b.domain}")
+    try:
+        a.send_message(mto=b.bare, mbody="over s2s", mtype="chat")
+        got = await asyncio.wait_for(b.messages.get(), 15)
+        assert (str(got["from"].bare), str(got["body"])) == (a.bare, "over s2s")
+        b.send_message(mto=a.bare, mbody="and back", mtype="chat")
+        got = await asyncio.wait_for(a.messages.get(), 15)
+        assert (str(got["from"].bare), str(got["body"])) == (b.bare, "and back")
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+def test_a_taken_s2s_address_is_refused(
+    federation: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A server whose s2s address is in use does not start (it would pass for ready)."""
+    taken = federation.b.domain
+    other = ProsodyInstance(
+        tmp_path_factory.mktemp("prosody-c"),
+        domain=taken,
+        client_port=free_port(),
+        component_port=free_port(),
+        s2s_interfaces=(taken,),
+    )
+    with pytest.raises(ProsodyError, match=f"port 5269 on {re.escape(taken)} is already in use"):
+        other.start()
+    assert other.process is None
+
+
+def admit_remote(fed: Federation) -> dict[str, str]:
+    """The settings that let server B's users join."""
+    # The one line to switch to the trust policy of issue 16 (B's domain `open`, or
+    # `invite-only` joined through a local merchant) when it lands.
+    return {"IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([fed.a.domain, fed.b.domain])}
+
+
+@asynccontextmanager
+async def admitting_home(
+    federation: Federation, backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Home]:
+    """The component on server A, letting server B's users in."""
+    db_dir = tmp_path_factory.mktemp("db")
+    async with home_component(federation, backend, db_dir, admit_remote(federation)) as h:
+        # Short waits between tries: a test waits for the last one after a bounce.
+        h.app.services.outbox.retry = RetryDelay(timedelta(seconds=1), timedelta(seconds=4))
+        yield h
+        # Whatever the remote members went through, the ledger balances.
+        report = await h.app.services.ledger.check()
+        assert report.ok, report.problems
+
+
+@pytest.fixture(scope="module")
+async def home(
+    federation: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Home]:
+    """The component on SQLite: the through-servers tests need one backend (the store
+    functions they add are run on both by the bounce test)."""
+    async with admitting_home(federation, "sqlite", tmp_path_factory) as h:
+        yield h
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def any_home(
+    request: pytest.FixtureRequest,
+    federation: Federation,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Home]:
+    """The component on each backend (``home`` itself for SQLite)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("home")
+        return
+    async with admitting_home(federation, request.param, tmp_path_factory) as h:
+        yield h
+
+
+@dataclass
+class RemoteReferrer:
+    """A member of server B who joined through a merchant of A, a payer of A whom it
+    referred, and the merchant's bot."""
+
+    home: Home
+    net: Network
+    member: Client
+    payer: Client
+    bot: Client
+
+    async def pay(self, ref: str) -> Iq:
+        """The bot reports a payment of the payer (¥100): it earns for the member."""
+        return await self.bot.dist.pay(self.home.jid, ref, self.payer.bare, 10000, "CNY")
+
+
+async def remote_referrer(home: Home) -> RemoteReferrer:
+    net = await build_network(home)
+    member = await home.client(home.new_jid("rita", home.federation.b.domain))
+    await member.dist.register(home.jid, net.merchant.bare, timeout=15)
+    payer = await home.client(home.new_jid("payer"))
+    await payer.dist.register(home.jid, member.bare)
+    bot = await home.client(home.new_jid("bot"))
+    await net.merchant.dist.bot(home.jid, bot.bare)
+    return RemoteReferrer(home, net, member, payer, bot)
+
+
+def earnings(msg: Message) -> list[dict[str, str]]:
+    """The <earning/> elements of a notification, as attributes."""
+    return [dict(e.xml.attrib) for e in msg["earnings"]]
+
+
+async def next_notification(client: Client, timeout: float) -> Message:
+    """The next earning notification the client gets (other messages skipped)."""
+    while True:
+        msg = await asyncio.wait_for(client.messages.get(), timeout)
+        if msg["type"] == "chat" and msg.xml.find(f"{{{NS}}}earning") is not None:
+            return msg
+
+
+def figures(test: str, **values: object) -> None:
+    """The test's figures as one JSON line (shown with ``pytest -s``)."""
+    print(json.dumps({"test": test, **values}, sort_keys=True))
+
+
+async def test_remote_member_joins_earns_and_reads(home: Home) -> None:
+    """A member of B joins through a merchant of A, is paid for a payer it referred,
+    gets the notification over s2s and reads its balance and statement over s2s."""
+    started = time.monotonic()
+    r = await remote_referrer(home)
+    joined = time.monotonic()
+    chain = chain_of(await r.member.dist.chain(home.jid, timeout=15))
+    assert chain["member"]["jid"] == r.member.bare
+    assert [(level, jid) for level, jid, _ in chain["upline"]] == [(1, r.net.merchant.bare)]
+    answer = await r.pay("fed-1")
+    earned = [s for s in shares_of(answer) if s[2] == r.member.bare]
+    # The default policy: level 1 of the referral pool (10 %) takes 30 %.
+    assert [(role, level, amount) for role, level, _, amount in earned] == [("referrer", "1", 300)]
+    amount = earned[0][3]
+    paid = time.monotonic()
+    msg = await next_notification(r.member, timeout=15)
+    notified = time.monotonic()
+    assert msg["from"].bare == home.jid
+    assert [(e["payment"], e["amount"]) for e in earnings(msg)] == [("fed-1", str(amount))]
+    balance = {
+        a["currency"]: (int(a["pending"]), int(a["available"]))
+        for a in (await r.member.dist.balance(home.jid, timeout=15))["balance"]["amounts"]
+    }
+    assert balance == {"CNY": (amount, 0)}
+    page = (await r.member.dist.statement(home.jid, timeout=15))["statement"]
+    assert [(e["kind"], e["amount"], e["payment"]) for e in page["entries"]] == [
+        ("payment", str(amount), "fed-1")
+    ]
+    # The chat interface works over s2s too.
+    assert "¥" in await say(r.member, home.jid, "balance", timeout=15)
+    figures(
+        "remote_member",
+        join_s=round(joined - started, 2),
+        notification_s=round(notified - paid, 3),
+        amount=amount,
+    )
+
+
+OUTAGE = 30.0  # seconds server B is down
+PAY_EVERY = 3.0  # a payment that earns for B's member every this many seconds meanwhile
+
+
+async def test_nothing_lost_while_the_remote_server_is_down(
+    home: Home, federation: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Server B stopped for 30 s while payments earn for its member: server A bounces
+    each notification back, the outbox keeps it and sends it again (same id) until B
+    is back; every notification arrives then, none twice, and the outage is logged once."""
+    outbox = home.app.services.outbox
+    notifier = home.app.component.notifier
+    r = await remote_referrer(home)
+    await r.pay("down-0")
+    await next_notification(r.member, timeout=15)  # the link works before the outage
+    await r.member.close()
+    del home.clients[r.member.bare]
+    bounced_before = notifier.bounced
+    caplog.set_level(logging.WARNING, logger="imserver.service.outbox")
+
+    await asyncio.to_thread(federation.b.stop)
+    down = time.monotonic()
+    paid: list[str] = []
+    while time.monotonic() - down < OUTAGE - PAY_EVERY:
+        ref = f"down-{len(paid) + 1}"
+        assert any(s[2] == r.member.bare for s in shares_of(await r.pay(ref)))
+        paid.append(ref)
+        await asyncio.sleep(PAY_EVERY)
+    await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
+    bounced = notifier.bounced - bounced_before
+    waiting = await outbox.unsent()
+    # Every notification was bounced back and waits (none marked sent and forgotten).
+    assert bounced >= len(paid) and waiting >= 1, (bounced, waiting)
+    # Started from the main thread (blocking the loop a moment): it dies with the run.
+    federation.b.start()
+    back = time.monotonic()
+
+    member = await home.client(r.member.bare)
+    got: dict[str, list[str]] = {}  # payment -> the ids of the messages it came in
+    arrivals: list[float] = []
+    while set(got) < set(paid):
+        try:
+            msg = await next_notification(member, timeout=30)
+        except TimeoutError:
+            break
+        arrivals.append(time.monotonic() - back)
+        for e in earnings(msg):
+            got.setdefault(e["payment"], []).append(str(msg["id"]))
+    assert sorted(got) == sorted(paid), f"missing {sorted(set(paid) - set(got))}"
+    # None twice: nothing more comes once the retries are over.
+    await asyncio.sleep(2 * outbox.retry.longest.total_seconds())
+    while not member.messages.empty():
+        msg = member.messages.get_nowait()
+        for e in earnings(msg):
+            got.setdefault(e["payment"], []).append(str(msg["id"]))
+    repeated = {p: ids for p, ids in got.items() if len(ids) > 1}
+    assert not repeated, repeated
+    assert await outbox.unsent() == 0
+    remote = federation.b.domain
+    warnings = [r.getMessage() for r in caplog.records if remote in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    figures(
+        "remote_outage",
+        outage_s=OUTAGE,
+        payments=len(paid),
+        bounced=bounced,
+        messages=len(arrivals),
+        first_after_s=round(arrivals[0], 2),
+        last_after_s=round(arrivals[-1], 2),
+        repeated=len(repeated),
+    )
+
+
+def bounce(sender: Client, component: str, message_id: str, condition: str) -> None:
+    """Send the component an error for ``message_id``, as a server's bounce looks."""
+    msg = sender.make_message(mto=component, mtype="error")
+    msg["id"] = message_id
+    msg["error"]["type"] = "cancel"
+    msg["error"]["condition"] = condition
+    msg.send()
+
+
+async def test_a_bounce_is_believed_only_from_its_recipient(any_home: Home) -> None:
+    """An error for a notification puts it back only when it comes from the recipient
+    (or its server) for a message sent to it, with a condition that says its server was
+    unreachable; then the same message comes again with the same id."""
+    home = any_home
+    notifier = home.app.component.notifier
+    r = await remote_referrer(home)
+    await r.pay("forged-1")
+    mine = str((await next_notification(r.member, timeout=15))["id"])
+    theirs = str((await next_notification(r.net.merchant, timeout=15))["id"])
+    mallory = await home.client(home.new_jid("mallory"))
+    before = notifier.bounced
+    bounce(mallory, home.jid, mine, "remote-server-not-found")  # not its recipient
+    bounce(r.member, home.jid, theirs, "remote-server-not-found")  # not a message sent to it
+    bounce(r.member, home.jid, mine, "service-unavailable")  # not an unreachable server
+    bounce(r.member, home.jid, "earning-" + "9" * 40, "remote-server-not-found")  # not our id
+    # Each sender's next request is handled after its bounce: then the outbox has decided.
+    await say(mallory, home.jid, "help", timeout=15)
+    await say(r.member, home.jid, "help", timeout=15)
+    await notifier.idle()
+    assert (notifier.bounced - before, await home.app.services.outbox.unsent()) == (0, 0)
+    await asyncio.sleep(1.5)  # a retry would have come by now
+    assert r.member.messages.empty() and r.net.merchant.messages.empty()
+    # From its recipient, for its message: the same message again, same id.
+    bounce(r.member, home.jid, mine, "remote-server-timeout")
+    again = await next_notification(r.member, timeout=15)
+    assert (str(again["id"]), [e["payment"] for e in earnings(again)]) == (mine, ["forged-1"])
+    assert notifier.bounced - before == 1
