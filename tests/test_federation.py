@@ -65,10 +65,12 @@ def test_a_taken_s2s_address_is_refused(
 
 
 def admit_remote(fed: Federation) -> dict[str, str]:
-    """The settings that let server B's users join."""
-    # The one line to switch to the trust policy of issue 16 (B's domain `open`, or
-    # `invite-only` joined through a local merchant) when it lands.
-    return {"IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([fed.a.domain, fed.b.domain])}
+    """The settings that let server B's users join: B is remote (A alone is ours) and
+    invite-only, so its users join through a local merchant."""
+    return {
+        "IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([fed.a.domain]),
+        "IMSERVER_FEDERATION__TRUST": json.dumps({fed.b.domain: "invite-only"}),
+    }
 
 
 @asynccontextmanager
