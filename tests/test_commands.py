@@ -59,6 +59,8 @@ KEYWORDS = {
     "approve-withdrawal": "approve",
     "reject-withdrawal": "reject",
     "set-policy": "set",
+    "trust": "trust",
+    "domains": "domains",
     "help": "help",
 }
 MEMBER_NODES = {
@@ -95,6 +97,8 @@ ALLOWED = {
     "approve-withdrawal": {"admin"},
     "reject-withdrawal": {"admin"},
     "set-policy": {"admin"},
+    "trust": {"admin"},
+    "domains": {"admin"},
     "help": {"nonmember", "user", "merchant", "bot", "agent", "admin", "foreign"},
 }
 assert set(ALLOWED) == set(KEYWORDS)

@@ -161,7 +161,9 @@ async def test_erase_leaves_the_jid_in_no_text_column(own_services: Services) ->
                 if rule in value:
                     row[column.name] = value[rule]()
                 elif column.primary_key and not column.foreign_keys:
-                    continue  # an id the database gives
+                    if not isinstance(column.type, String):
+                        continue  # an id the database gives
+                    row[column.name] = f"erasure-{table.name}"  # a name as the key
                 elif not column.nullable and column.default is None:
                     row[column.name] = _filler(column, member.id, now)
             if table.name == "policies":

@@ -64,7 +64,13 @@ class Rig:
         for name in names:
             await asyncio.to_thread(ejabberd.add_account, f"{name}@{DOMAIN}", PASSWORD)
         jids = [f"{n}@{DOMAIN}{'/' + resource if resource else ''}" for n in names]
-        opened = await asyncio.gather(*(Client(j).open(ejabberd.client_port, 60) for j in jids))
+        gate = asyncio.Semaphore(32)  # thousands of SCRAM logins at once time out
+
+        async def login(jid: str) -> Client:
+            async with gate:
+                return await Client(jid).open(ejabberd.client_port, 60)
+
+        opened = await asyncio.gather(*(login(j) for j in jids))
         self.extra += opened
         return list(opened)
 

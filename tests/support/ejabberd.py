@@ -1,14 +1,14 @@
 """Several ``imserver run`` processes behind one ejabberd, on one fresh PostgreSQL database.
 
-Each process runs with ``--trace imserver.xmpp.pipeline``: the pipeline then logs one
-DEBUG line per request it answered (``request op=... sender=... outcome=...``), which is
-how a test tells which process answered what. Only that logger goes to DEBUG, so the cost
-is one short line per request.
+Each process logs one line per request it answered (``[log] requests``, on by default:
+``imserver.requests: request op=... sender=... outcome=...``), with members' JIDs in full
+here (``[log] jids = "full"``), which is how a test tells which process answered what.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -22,8 +22,12 @@ from imserver.store.migrate import upgrade
 from tests.conftest import _drop_pg_database, _fresh_pg_database
 from tests.support.faults import ComponentProcess, component_env, load_shipped_regions
 
-PIPELINE = "imserver.xmpp.pipeline"
-REQUEST_LINE = re.compile(r"imserver\.xmpp\.pipeline: request op='([^']*)' sender='([^'/]*)")
+# op and sender as imserver.logs writes a value: bare, or JSON-quoted when it must be.
+REQUEST_LINE = re.compile(r'imserver\.requests: request op=("[^"]*"|\S+) sender=("[^"]*"|\S+)')
+
+
+def _unquoted(value: str) -> str:
+    return str(json.loads(value)) if value.startswith('"') else value
 
 
 @dataclass
@@ -39,7 +43,10 @@ class Cluster:
         text = self.processes[index].log_path.read_text(errors="replace")
         # Whole lines only: a process may be writing the last one.
         text = text[: text.rfind("\n") + 1]
-        return Counter((m[1], m[2]) for m in REQUEST_LINE.finditer(text))
+        return Counter(
+            (_unquoted(m[1]), _unquoted(m[2]).partition("/")[0])
+            for m in REQUEST_LINE.finditer(text)
+        )
 
     def answered_for(self, index: int, senders: set[str]) -> int:
         """How many requests of ``senders`` process ``index`` answered."""
@@ -79,13 +86,17 @@ async def component_cluster(
     fresh, migrated PostgreSQL database with the shipped regions; all stopped after.
     ``extra_env``: more ``IMSERVER_*`` settings for every process."""
     pg_name, url = await _fresh_pg_database()
-    env = {**component_env(ejabberd, component, secret, url, admin), **(extra_env or {})}
+    env = {
+        **component_env(ejabberd, component, secret, url, admin),
+        "IMSERVER_LOG__JIDS": "full",
+        **(extra_env or {}),
+    }
     started: list[ComponentProcess] = []
     try:
         await asyncio.to_thread(upgrade, url)
         await load_shipped_regions(env, url)
         for i in range(processes):
-            proc = ComponentProcess(env, tmp / f"imserver-{i}.log", trace=(PIPELINE,))
+            proc = ComponentProcess(env, tmp / f"imserver-{i}.log")
             proc.start()
             started.append(proc)
         for proc in started:
