@@ -4,15 +4,23 @@
     python bench/bench_e2e.py [--part ceiling|payments|registrations|all]
         [--db sqlite|postgresql] [--population single|realistic] [--members N]
         [--bulk | --no-bulk] [--connections 4] [--window 64] [--latency-window 16]
-        [--seconds 10] [--reg-accounts 2000]
+        [--seconds 10] [--reg-accounts 2000] [--server prosody|ejabberd] [--processes N]
 
-One private Prosody (free loopback ports, a temporary data dir) declares two
-components: ``bare.localhost``, a bare slixmpp component that answers every IQ with
-an empty result (``bench/bare_component.py``: the ceiling), and ``dist.localhost``,
-imserver started exactly as deployed (``.venv/bin/imserver run``, configured by
-environment variables). The load comes from ``bench/loadgen.py``, a raw-socket
-client in its own process. Each part runs in order, on the same Prosody, with the
-same generator, connections and window:
+One private XMPP server (Prosody by default, or ejabberd with ``--server ejabberd``;
+free loopback ports, a temporary data dir) declares two components:
+``bare.localhost``, a bare slixmpp component that answers every IQ with an empty
+result (``bench/bare_component.py``: the ceiling), and ``dist.localhost``, imserver
+started exactly as deployed (``.venv/bin/imserver run``, configured by environment
+variables). The load comes from ``bench/loadgen.py``, a raw-socket client in its own
+process. Each part runs in order, on the same server, with the same generator,
+connections and window.
+
+With ejabberd, ``--processes N`` connects N ``imserver run`` processes under the one
+component name, on the one database (ejabberd spreads the stanzas among them at
+random), and the ceiling runs are made by N bare components the same way. The answers
+all come back over the generator's own client connections, whichever process wrote
+them, so the generator counts them as with one process. CPU figures of the components
+are summed over the processes, and also given per process.
 
 - ceiling: payment IQs to the bare component (connections x window in flight);
   then again with each result carrying a ``<distribution/>`` as large as imserver's
@@ -36,10 +44,13 @@ users are written straight into the tables by ``bench/bulkload.py`` (rows identi
 what registration writes; about 200 registrations/s through the service layer would take
 hours at a million), the rest of the network still through the service layer.
 
-The generator reports the CPU of itself, Prosody and the component over each
-measured window (so a reader can see which one was the bottleneck); the component's
-resident memory is read at the end. Progress goes to stderr with a table at the
-end; the JSON also goes to ``bench/results/e2e-<db>-<population>-<UTC time>.json``.
+The generator reports the CPU of itself, the server and the component(s) over each
+measured window, in % of a core and in microseconds per answer (so a reader can see
+which one was the bottleneck, and judge a run on a busy machine by its CPU per answer
+rather than its rate); the machine's load average is recorded before and after each
+run; the components' resident memory is read at the end. Progress goes to stderr with a table at the
+end; the JSON also goes to ``bench/results/e2e-<db>-<population>[-ejabberd-<N>p]-<UTC
+time>.json``.
 Everything started here is stopped at the end, on errors and Ctrl-C too.
 """
 
@@ -76,7 +87,9 @@ from loadgen import LoginError, machine_cpu, open_connections, probe  # noqa: E4
 
 from imserver.config import Config, load_config  # noqa: E402
 from imserver.devserver.accounts import write_accounts  # noqa: E402
+from imserver.devserver.ejabberd import EjabberdInstance, erl_libs  # noqa: E402
 from imserver.devserver.prosody import PROSODYCTL, ProsodyInstance, free_port  # noqa: E402
+from imserver.devserver.server import PrivateServer  # noqa: E402
 
 DOMAIN = "localhost"
 COMPONENT = "dist.localhost"
@@ -89,6 +102,9 @@ LIFTED = "1000000000"  # rate-limit figures high enough never to refuse a reques
 RESULTS = BENCH / "results"
 # Above this many members the realistic population is bulk-loaded unless --no-bulk.
 BULK_ABOVE = 20_000
+# The log lines that say a component's handshake is done (imserver's, the bare one's).
+COMPONENT_CONNECTED = " connected to "
+BARE_CONNECTED = "bare component "
 
 
 def say(text: str) -> None:
@@ -151,11 +167,17 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def prosody_version(config_path: Path) -> str:
-    """Prosody's version from ``prosodyctl about`` (``prosody --version`` starts a server)."""
+def server_version(server: PrivateServer) -> str:
+    """The server's version: Prosody's from ``prosodyctl about`` (``prosody --version``
+    starts a server), ejabberd's from its application file (``{vsn,"23.01-1"}``)."""
+    if isinstance(server, EjabberdInstance):
+        found = sorted(Path(erl_libs()).glob("ejabberd-*/ebin/ejabberd.app"))
+        text = found[-1].read_text(errors="replace") if found else ""
+        vsn = text.split("vsn,", 1)[1].split('"')[1] if "vsn," in text else "unknown"
+        return f"ejabberd {vsn}"
     try:
         out = subprocess.run(
-            [PROSODYCTL, "--config", str(config_path), "about"],
+            [PROSODYCTL, "--config", str(server.config_path), "about"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -231,7 +253,7 @@ class Db:
         return asyncio.run(count())
 
 
-def component_env(prosody: ProsodyInstance, url: str) -> dict[str, str]:
+def component_env(server: PrivateServer, url: str) -> dict[str, str]:
     """The environment of ``imserver run`` for this benchmark (see imserver/config.py)."""
     return {
         "IMSERVER_ADMINS": json.dumps([ADMIN]),
@@ -240,8 +262,8 @@ def component_env(prosody: ProsodyInstance, url: str) -> dict[str, str]:
         "IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([DOMAIN]),
         "IMSERVER_XMPP__HOST": "127.0.0.1",
         "IMSERVER_XMPP__SECRET": SECRET,
-        "IMSERVER_XMPP__COMPONENT_PORT": str(prosody.component_port),
-        "IMSERVER_XMPP__CLIENT_PORT": str(prosody.client_port),
+        "IMSERVER_XMPP__COMPONENT_PORT": str(server.component_port),
+        "IMSERVER_XMPP__CLIENT_PORT": str(server.client_port),
         "IMSERVER_DATABASE__URL": url,
         # The benchmark measures the request path, not the rate limiter.
         "IMSERVER_LIMITS__RATE": LIFTED,
@@ -273,6 +295,39 @@ def code_version() -> dict[str, Any]:
 
     changed = git("status", "--porcelain", "--", "imserver", "plugins", "migrations")
     return {"commit": git("rev-parse", "--short", "HEAD") or None, "uncommitted": bool(changed)}
+
+
+def make_server(kind: str, data_dir: Path) -> PrivateServer:
+    """The run's private XMPP server on free loopback ports, declaring both components
+    (ejabberd accepts several connections for each; Prosody one)."""
+    kinds: dict[str, type[ProsodyInstance | EjabberdInstance]] = {
+        "prosody": ProsodyInstance,
+        "ejabberd": EjabberdInstance,
+    }
+    server = kinds[kind](
+        data_dir,
+        domain=DOMAIN,
+        client_port=free_port(),
+        component_port=free_port(),
+        components={COMPONENT: SECRET, BARE: SECRET},
+    )
+    if isinstance(server, EjabberdInstance):
+        server.http_port = free_port()  # its account API; the default 5280 may be taken
+    return server
+
+
+def start_server(server: PrivateServer, users: Sequence[str]) -> int:
+    """Start the server with an account (password ``PASSWORD``) for each of ``users``
+    (local parts): Prosody's written as files before it starts, ejabberd's created
+    through its loopback API once it runs. Returns how many."""
+    if isinstance(server, EjabberdInstance):
+        server.start(timeout=60.0)  # an Erlang VM boots in a few seconds on a busy machine
+        for user in users:
+            server.add_account(f"{user}@{DOMAIN}", PASSWORD)
+        return len(users)
+    written = write_accounts(server.data_dir / "data", DOMAIN, users, PASSWORD)
+    server.start()
+    return written
 
 
 # -- the population ----------------------------------------------------------------
@@ -404,13 +459,15 @@ async def seed(
 
 @dataclass
 class Bench:
-    """One benchmark run: its Prosody, its children, its files."""
+    """One benchmark run: its server, its children, its files."""
 
     args: argparse.Namespace
     tmp: Path
     procs: Processes
-    prosody: ProsodyInstance
-    watch: dict[str, int] = field(default_factory=dict)
+    server: PrivateServer
+    # The processes whose CPU the generator reports, by name: the server, the component
+    # (one pid per process: their CPU is summed), the generator itself.
+    watch: dict[str, list[int]] = field(default_factory=dict)
     # PostgreSQL's backends of our database: its name is in their process title.
     watch_cmdline: dict[str, str] = field(default_factory=dict)
 
@@ -421,16 +478,18 @@ class Bench:
         return path
 
     def settle(self, limit: float = 60.0) -> float:
-        """Wait until the component is idle (under 10% of a core for half a second);
-        seconds waited. Work left over from the previous run (notifications still being
-        sent) would otherwise be charged to the next one."""
-        pid = self.watch.get("component")
+        """Wait until the components are idle (each under 10% of a core for half a
+        second); seconds waited. Work left over from the previous run (notifications
+        still being sent) would otherwise be charged to the next one."""
+        pids = self.watch.get("component", [])
         start = time.monotonic()
-        while pid is not None and time.monotonic() - start < limit:
-            before = proc_cpu(pid)
+        while pids and time.monotonic() - start < limit:
+            before = [proc_cpu(pid) for pid in pids]
             time.sleep(0.5)
-            after = proc_cpu(pid)
-            if before is None or after is None or after - before < 0.05:
+            after = [proc_cpu(pid) for pid in pids]
+            if all(
+                a is None or b is None or b - a < 0.05 for a, b in zip(before, after, strict=True)
+            ):
                 break
         return round(time.monotonic() - start, 1)
 
@@ -459,13 +518,14 @@ class Bench:
         """Run bench/loadgen.py in its own process, once the component is idle; its report."""
         settled = self.settle()
         busy, waited = self.machine_idle()
+        loadavg_before = list(os.getloadavg())
         if busy >= 20:
             say(f"{label}: the machine is {busy:.0f}% busy with other work; figures will suffer")
         argv = [
             sys.executable,
             str(BENCH / "loadgen.py"),
             "--port",
-            str(self.prosody.client_port),
+            str(self.server.client_port),
             "--to",
             to,
             "--accounts",
@@ -480,7 +540,7 @@ class Bench:
             label,
             "--wait-ready",
             "30",
-            *(f"--watch={name}={pid}" for name, pid in self.watch.items()),
+            *(f"--watch={name}={','.join(map(str, pids))}" for name, pids in self.watch.items()),
             *(f"--watch-cmdline={name}={text}" for name, text in self.watch_cmdline.items()),
             *extra,
         ]
@@ -497,6 +557,9 @@ class Bench:
         report["settle_seconds_before"] = settled
         report["machine_busy_pct_before"] = busy
         report["waited_for_idle_seconds"] = waited
+        # The machine is shared: its load says how far the figures can be trusted.
+        report["loadavg_before"] = loadavg_before
+        report["loadavg_after"] = list(os.getloadavg())
         return report
 
     def pipelined(
@@ -516,37 +579,46 @@ class Bench:
         )  # fmt: skip
 
 
-def start_component(bench: Bench, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``imserver run`` as deployed; returns once it says it is connected."""
+def start_components(bench: Bench, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """``--processes`` x ``imserver run`` as deployed, one log each; returns once every
+    one has connected and the component answers."""
     exe = Path(sys.executable).parent / "imserver"
     if not exe.exists():
         exe = ROOT / ".venv" / "bin" / "imserver"
-    log_path = bench.tmp / "component.log"
-    with open(log_path, "ab") as log:
-        proc = bench.procs.popen(
-            [str(exe), "--config", str(ROOT / "config.toml"), "run"],
-            cwd=bench.tmp,
-            env=clean_environ(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    wait_ready(bench, proc, log_path, "imserver", COMPONENT, timeout=60)
-    return proc
+    started = []
+    for i in range(bench.args.processes):
+        log_path = bench.tmp / f"component-{i}.log"
+        started.append(start_logged(
+            bench, [str(exe), "--config", str(ROOT / "config.toml"), "run"], log_path,
+            cwd=bench.tmp, env=clean_environ(env),
+        ))  # fmt: skip
+    wait_ready(bench, started, "imserver", COMPONENT, COMPONENT_CONNECTED, timeout=60)
+    return [proc for proc, _, _ in started]
 
 
-def start_bare(bench: Bench, answer: Path | None = None) -> subprocess.Popen[bytes]:
-    """The ceiling's bare component; returns once it is connected. With ``answer``,
-    every result carries that payload (the payment-shaped ceiling)."""
-    log_path = bench.tmp / "bare.log"
+def start_bare(bench: Bench, answer: Path | None = None) -> list[subprocess.Popen[bytes]]:
+    """The ceiling's bare components, as many as imserver processes; returns once they
+    are connected. With ``answer``, every result carries that payload (the
+    payment-shaped ceiling)."""
     extra = ["--answer", str(answer)] if answer is not None else []
+    argv = [sys.executable, str(BENCH / "bare_component.py"), BARE, SECRET, "127.0.0.1",
+            str(bench.server.component_port), *extra]  # fmt: skip
+    started = [
+        start_logged(bench, argv, bench.tmp / f"bare-{i}.log") for i in range(bench.args.processes)
+    ]
+    wait_ready(bench, started, "bare component", BARE, BARE_CONNECTED, timeout=30)
+    return [proc for proc, _, _ in started]
+
+
+def start_logged(
+    bench: Bench, argv: Sequence[str], log_path: Path, **kw: Any
+) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """A child writing to ``log_path`` (appended); (the child, its log, where its part
+    of the log begins)."""
     with open(log_path, "ab") as log:
-        proc = bench.procs.popen(
-            [sys.executable, str(BENCH / "bare_component.py"), BARE, SECRET, "127.0.0.1",
-             str(bench.prosody.component_port), *extra],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    wait_ready(bench, proc, log_path, "bare component", BARE, timeout=30)
-    return proc
+        offset = log.tell()
+        proc = bench.procs.popen(argv, stdout=log, stderr=subprocess.STDOUT, **kw)
+    return proc, log_path, offset
 
 
 def payment_answer() -> str:
@@ -571,15 +643,17 @@ def payment_answer() -> str:
 
 def wait_ready(
     bench: Bench,
-    proc: subprocess.Popen[bytes],
-    log_path: Path,
+    started: Sequence[tuple[subprocess.Popen[bytes], Path, int]],
     what: str,
     jid: str,
+    connected: str,
     timeout: float,
 ) -> None:
-    """Wait until ``jid`` answers a ping through Prosody (proof that the component is
-    connected, whatever its log says); fail with its log if it exits or never answers."""
-    port = bench.prosody.client_port
+    """Wait until every child's log says ``connected`` (its handshake is done: with
+    several processes behind ejabberd a ping reaches only one of them), then until
+    ``jid`` answers a ping through the server (proof that the stanzas reach a
+    component); fail with a log if a child exits or never gets there."""
+    port = bench.server.client_port
 
     async def ping() -> None:
         conns = await open_connections([f"bot0@{DOMAIN}"], PASSWORD, "127.0.0.1", port)
@@ -588,18 +662,29 @@ def wait_ready(
         finally:
             conns[0].close()
 
+    def tail(log_path: Path) -> str:
+        return log_path.read_text(errors="replace")[-3000:]
+
     deadline = time.monotonic() + timeout
+    waiting = list(started)
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log}")
-        try:
-            asyncio.run(ping())
-            return
-        except (TimeoutError, LoginError, OSError):
-            time.sleep(0.2)
-    log = log_path.read_text(errors="replace")[-3000:]
-    raise RuntimeError(f"{what} did not answer a ping within {timeout}s:\n{log}")
+        for proc, log_path, _ in started:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log_path)}")
+        waiting = [
+            (proc, log_path, offset)
+            for proc, log_path, offset in waiting
+            if connected.encode() not in log_path.read_bytes()[offset:]
+        ]
+        if not waiting:
+            try:
+                asyncio.run(ping())
+                return
+            except (TimeoutError, LoginError, OSError):
+                pass
+        time.sleep(0.2)
+    log_path = (waiting or started)[0][1]
+    raise RuntimeError(f"{what} did not connect and answer within {timeout}s:\n{tail(log_path)}")
 
 
 def ledger_check(env: dict[str, str], cwd: Path) -> dict[str, Any]:
@@ -623,7 +708,9 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     parts = {"ceiling", "payments", "registrations"} if args.part == "all" else {args.part}
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     report: dict[str, Any] = {
-        "benchmark": "end to end through Prosody: ceiling, payments, registrations",
+        "benchmark": f"end to end through {args.server}: ceiling, payments, registrations",
+        "server": args.server,
+        "processes": args.processes,
         "db": args.db,
         "population": args.population,
         "connections": args.connections,
@@ -643,58 +730,47 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
         "checks": {},
     }
     db: Db | None = None
-    prosody = ProsodyInstance(
-        tmp / "prosody",
-        domain=DOMAIN,
-        client_port=free_port(),
-        component_port=free_port(),
-        components={COMPONENT: SECRET, BARE: SECRET},
-    )
+    server = make_server(args.server, tmp / args.server)
     try:
-        # Accounts as files before Prosody starts: one per connection (the merchant
-        # bots; the ceiling logs in the same ones) and one per registration.
+        # Accounts: one per connection (the merchant bots; the ceiling logs in the same
+        # ones) and one per registration.
         bots = [f"bot{i}" for i in range(args.connections)]
         registrants = [f"reg{i:06d}" for i in range(args.reg_accounts)]
         warm_registrants = [f"regwarm{i:04d}" for i in range(args.reg_warmup)]
         want_reg = "registrations" in parts
-        written = write_accounts(
-            prosody.data_dir / "data",
-            DOMAIN,
-            bots + (registrants + warm_registrants if want_reg else []),
-            PASSWORD,
-        )
-        say(f"prosody: {written} accounts written; starting on :{prosody.client_port}")
-        prosody.start()
-        assert prosody.process is not None
-        report["machine"]["prosody"] = prosody_version(prosody.config_path)
-        bench = Bench(args, tmp, procs, prosody, {"prosody": prosody.process.pid})
+        say(f"{args.server}: starting on :{server.client_port}")
+        written = start_server(server, bots + (registrants + warm_registrants if want_reg else []))
+        say(f"{args.server}: {written} accounts")
+        assert server.process is not None
+        report["machine"][args.server] = server_version(server)
+        bench = Bench(args, tmp, procs, server, {args.server: [server.process.pid]})
         bot_file = bench.write_lines("bots.txt", [f"{b}@{DOMAIN}" for b in bots])
         runs: dict[str, Any] = report["runs"]
 
         if "ceiling" in parts:
             bare = start_bare(bench)
-            bench.watch["component"] = bare.pid
+            bench.watch["component"] = [b.pid for b in bare]
             picks = bench.write_lines("ceiling-picks.txt", [f"payer@{DOMAIN}"])
             runs["ceiling"] = bench.pipelined("ceiling", BARE, bot_file, picks, args.window,
                                               "round-robin")  # fmt: skip
-            runs["ceiling"]["component_rss_mb"] = rss_mb(bare.pid)
-            procs.stop(bare)
+            runs["ceiling"].update(rss_fields("component", bare))
+            stop_each(procs, bare)
             say(f"ceiling: {runs['ceiling']['rate']:.0f} IQ/s")
             # The same with answers as large as a distribution: what the XMPP server
             # costs for the payment protocol's own bytes, with no work behind them.
             answer = tmp / "payment-answer.xml"
             answer.write_text(payment_answer())
             bare = start_bare(bench, answer)
-            bench.watch["component"] = bare.pid
+            bench.watch["component"] = [b.pid for b in bare]
             runs["ceiling_payment"] = bench.pipelined(
                 "ceiling_payment", BARE, bot_file, picks, args.window, "round-robin"
             )
-            procs.stop(bare)
+            stop_each(procs, bare)
             say(f"payment-shaped ceiling: {runs['ceiling_payment']['rate']:.0f} IQ/s")
 
         if parts & {"payments", "registrations"}:
             db = Db.create(args.db, tmp, args.pg_admin_dsn)
-            env = component_env(prosody, db.url)
+            env = component_env(server, db.url)
             config = load_config(ROOT / "config.toml", env=env)
             say(f"database: {args.db}, migrating")
             from imserver.store.migrate import upgrade
@@ -725,9 +801,9 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
             say(f"seeded {report['seed']['members']} members in {report['seed']['seconds']} s")
             if db.pg_name is not None:
                 bench.watch_cmdline["database"] = f" {db.pg_name} "
-            component = start_component(bench, env)
-            bench.watch["component"] = component.pid
-            say(f"imserver run: pid {component.pid}, connected")
+            components = start_components(bench, env)
+            bench.watch["component"] = [c.pid for c in components]
+            say(f"imserver run: pid {', '.join(str(c.pid) for c in components)}, connected")
             pick_mode = "random" if args.population == "realistic" else "round-robin"
 
             if "payments" in parts:
@@ -779,12 +855,12 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
                 added = db.count("members") - before
                 report["checks"]["registrations"] = {"ok": added == results, "results": results,
                                                      "members_added": added}  # fmt: skip
-            report["component_rss_mb"] = rss_mb(component.pid)
-            report["prosody_rss_mb"] = rss_mb(prosody.process.pid)
-            procs.stop(component)
+            report.update(rss_fields("component", components))
+            report[f"{args.server}_rss_mb"] = rss_mb(server.process.pid)
+            stop_each(procs, components)
     finally:
         procs.stop_all()
-        prosody.stop()
+        server.stop()
         if db is not None:
             try:
                 db.drop(args.pg_admin_dsn)
@@ -800,6 +876,22 @@ def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     report["ratios_to_ceiling"] = ratios(report["runs"])
     report["ratios_to_payment_ceiling"] = ratios(report["runs"], "ceiling_payment")
     return report
+
+
+def rss_fields(name: str, processes: Sequence[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """``<name>_rss_mb``: the resident memory of the processes, summed (and each one's
+    as ``<name>_rss_mb_each`` when there are several)."""
+    each = [rss_mb(p.pid) for p in processes]
+    fields: dict[str, Any] = {f"{name}_rss_mb": round(sum(m or 0.0 for m in each), 1)}
+    if len(each) > 1:
+        fields[f"{name}_rss_mb_each"] = each
+    return fields
+
+
+def stop_each(procs: Processes, processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Stop these children (SIGTERM, then SIGKILL)."""
+    for proc in processes:
+        procs.stop(proc)
 
 
 def check_payments(db: Db, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -834,10 +926,13 @@ def ratios(runs: dict[str, Any], ceiling_run: str = "ceiling") -> dict[str, floa
 
 
 def table(report: dict[str, Any]) -> str:
-    """The figures as a text table."""
+    """The figures as a text table: a line per run, and under it the CPU per answer of
+    each process (per component process when there are several) and the load average."""
+    server = report.get("server", "prosody")
+    names = ("generator", server, "component", "database")
     head = (
         f"{'run':<22}{'rate/s':>10}{'x ceiling':>11}{'x pay-ceil':>11}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'errors':>8}  cpu % of a core: generator / prosody / component [/ postgres] (rest)"
+        f"{'errors':>8}  cpu % of a core: generator / {server} / component [/ postgres] (rest)"
     )
     lines = [head, "-" * len(head)]
     ratio = report.get("ratios_to_ceiling", {})
@@ -845,7 +940,6 @@ def table(report: dict[str, Any]) -> str:
     for name, r in report["runs"].items():
         cpu = r.get("cpu", {}).get("pct_of_core", {})
         other = r.get("cpu", {}).get("other_processes_pct_of_core")
-        names = ("generator", "prosody", "component", "database")
         cpus = " / ".join(f"{cpu[k]:.0f}" for k in names if k in cpu)
         lat = r["latency_ms"]
         x = 1.0 if name == "ceiling" else ratio.get(name)
@@ -858,6 +952,7 @@ def table(report: dict[str, Any]) -> str:
             f"{lat['p50'] or 0:>9.1f}{lat['p99'] or 0:>9.1f}"
             f"{sum(r['errors'].values()) + r['timeouts']:>8}  {cpus} ({other})"
         )
+        lines.append(f"{'':<4}{cpu_per_answer(r, names)}")
     if "seed" in report:
         seed = report["seed"]
         lines.append(f"seeded: {seed['members']} members ({seed['method']}, {seed['seconds']} s)")
@@ -866,6 +961,23 @@ def table(report: dict[str, Any]) -> str:
     for name, check in report.get("checks", {}).items():
         lines.append(f"check {name}: {'OK' if check.get('ok') else 'FAILED'} {check}")
     return "\n".join(lines)
+
+
+def cpu_per_answer(run: dict[str, Any], names: Sequence[str]) -> str:
+    """``us/answer: generator 80 / ejabberd 240 / component 610 (300 + 310); loadavg
+    1.2 -> 2.0``: what each process spent per answer in the run's window."""
+    cpu = run.get("cpu", {})
+    per_answer: dict[str, float] = cpu.get("us_per_answer", {})
+    each: dict[str, dict[str, float]] = cpu.get("us_per_answer_each", {})
+    parts = []
+    for k in names:
+        if k in per_answer:
+            split = " + ".join(f"{v:.0f}" for v in each.get(k, {}).values())
+            parts.append(f"{k} {per_answer[k]:.0f}" + (f" ({split})" if split else ""))
+    load = ""
+    if "loadavg_before" in run:
+        load = f"; loadavg {run['loadavg_before'][0]:.2f} -> {run['loadavg_after'][0]:.2f}"
+    return f"us/answer: {' / '.join(parts) or '-'}{load}"
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -894,6 +1006,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--part", choices=("ceiling", "payments", "registrations", "all"), default="all")
     p.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--server", choices=("prosody", "ejabberd"), default="prosody")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="component processes (and bare components for the ceiling); ejabberd only",
+    )
     p.add_argument("--population", choices=("single", "realistic"), default="single")
     p.add_argument("--members", type=int, default=10_000, help="realistic population size")
     p.add_argument(
@@ -925,7 +1044,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     """Run, print the table (stderr) and the JSON (stdout), save the JSON."""
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    if args.processes > 1 and args.server != "ejabberd":
+        parser.error("--processes above 1 needs --server ejabberd: Prosody accepts one "
+                     "connection per component name")  # fmt: skip
     procs = Processes()
     with _signals():
         try:
@@ -940,7 +1065,9 @@ def main() -> int:
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         tag = f"-{args.results_tag}" if args.results_tag else ""
-        path = RESULTS / f"e2e-{args.db}-{args.population}{tag}-{stamp}.json"
+        # Prosody's runs keep their old names; ejabberd's say so, and how many processes.
+        where = f"-ejabberd-{args.processes}p" if args.server == "ejabberd" else ""
+        path = RESULTS / f"e2e-{args.db}-{args.population}{where}{tag}-{stamp}.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
         say(f"written {path.relative_to(ROOT)}")
     print(json.dumps(report, indent=2))

@@ -3,7 +3,7 @@
 
     python bench/loadgen.py --port 5222 --to dist.localhost --accounts bots.txt \\
         --password pw --connections 4 --window 64 --seconds 10 --template payment \\
-        --picks payers.txt [--warmup 1] [--watch prosody=PID --watch component=PID]
+        --picks payers.txt [--warmup 1] [--watch prosody=PID --watch component=PID,PID]
         [--watch-cmdline database=bench_1234]
 
 Each connection logs in as one account (SCRAM-SHA-1, or PLAIN when that is all the
@@ -15,9 +15,11 @@ over all connections (registrations: many connections, one request each).
 Responses are split out of the byte stream by a tiny tag scanner (no XML tree is
 built): only the top-level stanza's ``id``/``type`` and, for errors, the condition
 are read. The generator reports its own CPU time next to that of the processes given
-with ``--watch`` (or whose command line contains a text, ``--watch-cmdline``: the
-PostgreSQL backends of one database), over the same measurement window, so that a
-reader can see it was never the bottleneck.
+with ``--watch`` (several pids under one name are summed: the component processes
+behind ejabberd; or whose command line contains a text, ``--watch-cmdline``: the
+PostgreSQL backends of one database), over the same measurement window, in % of a
+core and in microseconds per answer, so that a reader can see it was never the
+bottleneck.
 
 Also importable: ``probe`` waits for a JID to answer; ``write_accounts`` (from
 ``imserver.devserver.accounts``) creates Prosody ``internal_hashed`` accounts as files.
@@ -338,12 +340,12 @@ def _proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _watched(pids: dict[str, int], cmdlines: dict[str, str]) -> dict[str, dict[int, float]]:
-    """CPU seconds per pid of each watched name (a pid, or a command-line text)."""
+def _watched(pids: dict[str, list[int]], cmdlines: dict[str, str]) -> dict[str, dict[int, float]]:
+    """CPU seconds per pid of each watched name (pids, or a command-line text)."""
     out: dict[str, dict[int, float]] = {}
-    for name, pid in pids.items():
-        t = _proc_cpu(pid)
-        out[name] = {} if t is None else {pid: t}
+    for name, some in pids.items():
+        times = ((pid, _proc_cpu(pid)) for pid in some)
+        out[name] = {pid: t for pid, t in times if t is not None}
     if cmdlines:
         found: dict[str, dict[int, float]] = {name: {} for name in cmdlines}
         for entry in os.scandir("/proc"):
@@ -402,7 +404,7 @@ class Plan:
     seconds: float
     warmup: float
     timeout: float
-    watch: dict[str, int] = field(default_factory=dict)
+    watch: dict[str, list[int]] = field(default_factory=dict)
     watch_cmdline: dict[str, str] = field(default_factory=dict)
     progress: bool = False
     label: str = "load"
@@ -624,13 +626,19 @@ class Runner:
         if first is not None and last is not None:
             wall = max(last.at - first.at, 1e-9)
             spent = {"generator": last.own - first.own}
+            # The names watched with several pids (component processes): each one's.
+            each: dict[str, dict[str, float]] = {}
             for name in (*self.plan.watch, *self.plan.watch_cmdline):
                 a, b = first.watched.get(name, {}), last.watched.get(name, {})
                 if b:
                     # A process born inside the window counts from zero; one that died
                     # inside it is lost (rare: pools keep their connections).
-                    spent[name] = sum(t - a.get(pid, 0.0) for pid, t in b.items())
+                    per_pid = {pid: t - a.get(pid, 0.0) for pid, t in b.items()}
+                    spent[name] = sum(per_pid.values())
+                    if len(self.plan.watch.get(name, ())) > 1:
+                        each[name] = {str(pid): v for pid, v in per_pid.items()}
             total = sum(spent.values()) or 1e-9
+            answers = max(self.window_answers, 1)
             busy_jiffies = last.machine[0] - first.machine[0]
             busy = busy_jiffies / max(last.machine[1] - first.machine[1], 1.0)
             # What the machine spent beyond the processes we know: a busy neighbour
@@ -641,6 +649,13 @@ class Runner:
                 "seconds": {k: round(v, 3) for k, v in spent.items()},
                 "pct_of_core": {k: round(100 * v / wall, 1) for k, v in spent.items()},
                 "share": {k: round(v / total, 3) for k, v in spent.items()},
+                "seconds_each": {k: _rounded(v, 3) for k, v in each.items()},
+                # CPU per answer: comparable between runs that a busy machine slowed.
+                "us_per_answer": {k: round(1e6 * v / answers, 1) for k, v in spent.items()},
+                "us_per_answer_each": {
+                    k: _rounded({p: 1e6 * s / answers for p, s in v.items()}, 1)
+                    for k, v in each.items()
+                },
                 "machine_busy_pct": round(100 * busy, 1),
                 "other_processes_pct_of_core": round(100 * others / wall, 1),
                 "nproc": os.cpu_count(),
@@ -668,6 +683,10 @@ class Runner:
             "cpu": cpu,
             "generator_cpu_seconds_total": round(_self_cpu(), 3),
         }
+
+
+def _rounded(values: dict[str, float], digits: int) -> dict[str, float]:
+    return {k: round(v, digits) for k, v in values.items()}
 
 
 async def open_connections(
@@ -721,7 +740,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         seconds=args.seconds,
         warmup=args.warmup,
         timeout=args.timeout,
-        watch={name: int(pid) for name, pid in map(_pair, args.watch)},
+        watch={name: [int(p) for p in pids.split(",")] for name, pids in map(_pair, args.watch)},
         watch_cmdline=dict(map(_pair, args.watch_cmdline)),
         progress=args.progress,
         label=args.label,
@@ -782,7 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-ready", type=float, default=0.0, help="ping --to first (seconds)")
     p.add_argument("--login-concurrency", type=int, default=64)
     p.add_argument(
-        "--watch", action="append", default=[], help="NAME=PID: report its CPU (repeatable)"
+        "--watch",
+        action="append",
+        default=[],
+        help="NAME=PID[,PID...]: report their CPU, summed (repeatable)",
     )
     p.add_argument(
         "--watch-cmdline",
