@@ -195,20 +195,34 @@ async def test_remote_member_joins_earns_and_reads(home: Home) -> None:
     )
 
 
-OUTAGE = 30.0  # seconds server B is down
+OUTAGE = 10.0  # seconds server B is down in `make test`; 30 s in `make soak`
 PAY_EVERY = 3.0  # a payment that earns for B's member every this many seconds meanwhile
 
 
 async def test_nothing_lost_while_the_remote_server_is_down(
     home: Home, federation: Federation, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Server B stopped for 30 s while payments earn for its member: server A bounces
-    each notification back, the outbox keeps it and sends it again (same id) until B
-    is back; every notification arrives then, none twice, and the outage is logged once."""
+    await remote_outage(home, federation, caplog, OUTAGE)
+
+
+@pytest.mark.soak
+async def test_soak_remote_server_down_30_s(
+    home: Home, federation: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    await remote_outage(home, federation, caplog, 30.0)
+
+
+async def remote_outage(
+    home: Home, federation: Federation, caplog: pytest.LogCaptureFixture, outage: float
+) -> None:
+    """Server B stopped for ``outage`` seconds while payments earn for its member: server
+    A bounces each notification back, the outbox keeps it and sends it again (same id)
+    until B is back; every notification arrives then, none twice, and the outage is
+    logged once."""
     outbox = home.app.services.outbox
     notifier = home.app.component.notifier
     r = await remote_referrer(home)
-    await r.pay("down-0")
+    await r.pay(f"down{outage:.0f}-0")
     await next_notification(r.member, timeout=15)  # the link works before the outage
     await r.member.close()
     del home.clients[r.member.bare]
@@ -218,12 +232,12 @@ async def test_nothing_lost_while_the_remote_server_is_down(
     await asyncio.to_thread(federation.b.stop)
     down = time.monotonic()
     paid: list[str] = []
-    while time.monotonic() - down < OUTAGE - PAY_EVERY:
-        ref = f"down-{len(paid) + 1}"
+    while time.monotonic() - down < outage - PAY_EVERY:
+        ref = f"down{outage:.0f}-{len(paid) + 1}"
         assert any(s[2] == r.member.bare for s in shares_of(await r.pay(ref)))
         paid.append(ref)
         await asyncio.sleep(PAY_EVERY)
-    await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
+    await asyncio.sleep(max(0.0, outage - (time.monotonic() - down)))
     bounced = notifier.bounced - bounced_before
     waiting = await outbox.unsent()
     # Every notification was bounced back and waits (none marked sent and forgotten).
@@ -264,7 +278,7 @@ async def test_nothing_lost_while_the_remote_server_is_down(
     assert len(warnings) == 1, warnings
     figures(
         "remote_outage",
-        outage_s=OUTAGE,
+        outage_s=outage,
         payments=len(paid),
         bounced=bounced,
         messages=len(arrivals),
