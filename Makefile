@@ -57,7 +57,7 @@ lint: $(STAMP)
 
 ## Lint, type-check, layer contracts and the whole suite on SQLite and PostgreSQL.
 test: $(STAMP) prosody ejabberd postgres fonts zbar lint
-	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
+	$(BIN)/pytest -q -p no:cacheprovider -m "not soak" --durations=15
 
 ## The long fault runs.
 soak: $(STAMP) prosody ejabberd postgres
