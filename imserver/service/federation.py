@@ -37,6 +37,13 @@ def _hour(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
 
+def _this_hour(start: datetime | None, count: int, now: datetime) -> int:
+    """A stored hourly count as of ``now``: 0 when it was counted in another hour (SQLite
+    gives the stored hour back without its time zone)."""
+    hour = _hour(now)
+    return count if start is not None and start.replace(tzinfo=hour.tzinfo) == hour else 0
+
+
 @dataclass
 class Gate:
     """The remote domains of one registration batch: their trust, and their counts as the
@@ -76,9 +83,7 @@ class Gate:
         members, start, count = self.counts.get(domain) or (
             (record.members, record.hour_start, record.hour_count) if record else (0, None, 0)
         )
-        hour = _hour(self.now)
-        if start is None or start.replace(tzinfo=hour.tzinfo) != hour:
-            start, count = hour, 0
+        start, count = _hour(self.now), _this_hour(start, count, self.now)
         fed = self.config.federation
         if count >= fed.hourly_registrations:
             raise DomainLimited(
@@ -168,12 +173,7 @@ class Federation:
 
 
 def _view(domain: str, record: DomainRecord, config: Config, now: datetime) -> DomainView:
-    hour = _hour(now)
-    this_hour = (
-        record.hour_count
-        if record.hour_start is not None and (record.hour_start.replace(tzinfo=hour.tzinfo) == hour)
-        else 0
-    )
+    this_hour = _this_hour(record.hour_start, record.hour_count, now)
     return DomainView(
         domain,
         trust_of(domain, record, config),
@@ -181,4 +181,3 @@ def _view(domain: str, record: DomainRecord, config: Config, now: datetime) -> D
         record.members,
         this_hour,
     )
-

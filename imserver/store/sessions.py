@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +37,12 @@ _COLUMNS = (
 )
 
 
+def _record(row: Any) -> SessionRecord:
+    """A row of ``_COLUMNS`` (args last, as JSON text) as a record."""
+    key, owner, resource, node, step, args = row
+    return SessionRecord(key, owner, resource, node, step, dict(json.loads(args)))
+
+
 async def put(conn: AsyncConnection, record: SessionRecord, expires_at: datetime) -> None:
     """Keep (or replace) a pending step until ``expires_at``."""
     values = {
@@ -63,7 +70,7 @@ async def get(conn: AsyncConnection, key: str, now: datetime) -> SessionRecord |
             select(*_COLUMNS).where(CommandSession.key == key, CommandSession.expires_at > now)
         )
     ).first()
-    return None if row is None else SessionRecord(*row[:-1], dict(json.loads(row[-1])))
+    return None if row is None else _record(row)
 
 
 async def take(conn: AsyncConnection, key: str, now: datetime) -> SessionRecord | None:
@@ -76,7 +83,7 @@ async def take(conn: AsyncConnection, key: str, now: datetime) -> SessionRecord 
             .returning(*_COLUMNS)
         )
     ).first()
-    return None if row is None else SessionRecord(*row[:-1], dict(json.loads(row[-1])))
+    return None if row is None else _record(row)
 
 
 async def drop(conn: AsyncConnection, key: str) -> None:
