@@ -282,6 +282,10 @@ class FederationConfig(_Strict):
     # Per remote domain: registrations per clock hour, and members registered in all.
     hourly_registrations: int = Field(20, ge=0, le=1_000_000)
     max_members: int = Field(500, ge=0, le=100_000_000)
+    # Earnings of a remote member stay pending this many days (a local member's: the
+    # policy's hold_days; the longer of the two applies): a farm of accounts on a server
+    # we do not run is found out before its earnings can be withdrawn.
+    hold_days: int = Field(30, ge=0, le=365)
 
     @field_validator("default_trust")
     @classmethod

@@ -15,12 +15,14 @@ from datetime import timedelta
 
 import pytest
 from slixmpp import Iq, Message
+from sqlalchemy import String, func, select
 
 from imserver.devserver.prosody import ProsodyError, ProsodyInstance, free_port
 from imserver.service.outbox import RetryDelay
+from imserver.store.models import Base
 from plugins.distribution import NS
 from tests.conftest import BACKENDS
-from tests.support.clients import Client
+from tests.support.clients import Client, expect_error
 from tests.support.commands import say
 from tests.support.faults import shares_of
 from tests.support.federation import (  # noqa: F401 (federation_fixture: the fixture)
@@ -29,7 +31,7 @@ from tests.support.federation import (  # noqa: F401 (federation_fixture: the fi
     federation_fixture,
     home_component,
 )
-from tests.support.network import Network, build_network, chain_of
+from tests.support.network import Network, build_network, chain_of, member_of
 
 
 async def test_servers_talk_over_s2s(federation: Federation) -> None:
@@ -193,6 +195,56 @@ async def test_remote_member_joins_earns_and_reads(home: Home) -> None:
         notification_s=round(notified - paid, 3),
         amount=amount,
     )
+
+
+async def test_remote_members_are_terminated_and_erased_like_ours(home: Home) -> None:
+    """An admin ends the service of a member of B and erases another: their chains are
+    repaired, they earn nothing more, and their requests over s2s get the answers a
+    local member's would; an erased JID is nowhere in the database."""
+    admin = await home.admin()
+    ended = await remote_referrer(home)
+    await ended.pay("fed-end-1")
+    answer = member_of(await admin.dist.terminate(home.jid, ended.member.bare, "a farm"))
+    assert (answer["status"], answer["repaired"]) == ("terminated", "1")
+    chain = chain_of(await ended.payer.dist.chain(home.jid))
+    assert [jid for _, jid, _ in chain["upline"]] == [ended.net.merchant.bare]
+    paid = await ended.pay("fed-end-2")
+    assert all(jid != ended.member.bare for _, _, jid, _ in shares_of(paid))
+    # Over s2s, the terminated member cannot join again, nor refer anyone.
+    await expect_error(
+        ended.member.dist.register(home.jid, ended.net.merchant.bare, timeout=15), "conflict"
+    )
+    newcomer = await home.client(home.new_jid("nico"))
+    await expect_error(newcomer.dist.register(home.jid, ended.member.bare), "not-acceptable")
+
+    erased = await remote_referrer(home)
+    await erased.pay("fed-erase-1")
+    await next_notification(erased.member, timeout=15)
+    jid = erased.member.bare
+    answer = member_of(await admin.dist.delete(home.jid, jid, "asked to be forgotten"))
+    assert answer["status"] == "deleted" and answer["jid"].endswith("@erased.invalid")
+    assert await _rows_naming(home, jid) == {}
+    chain = chain_of(await erased.payer.dist.chain(home.jid))
+    assert [j for _, j, _ in chain["upline"]] == [erased.net.merchant.bare]
+    # The JID may join again over s2s, as a new member with a new rule number.
+    again = member_of(
+        await erased.member.dist.register(home.jid, erased.net.merchant.bare, timeout=15)
+    )
+    assert again["jid"] == jid and again["rule-number"] != answer["rule-number"]
+
+
+async def _rows_naming(home: Home, jid: str) -> dict[str, int]:
+    """table.column -> how many rows hold ``jid``, over every text column (none: {})."""
+    found: dict[str, int] = {}
+    async with home.app.db.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for column in table.columns:
+                if isinstance(column.type, String):
+                    stmt = select(func.count()).where(column.contains(jid, autoescape=True))
+                    count = int((await conn.execute(stmt)).scalar_one())
+                    if count:
+                        found[f"{table.name}.{column.name}"] = count
+    return found
 
 
 OUTAGE = 10.0  # seconds server B is down in `make test`; 30 s in `make soak`

@@ -3,7 +3,8 @@ each sender reports for, and each payer's chains.
 
 Correctness does not depend on this process being the only writer. Triggers bump a
 counter in the database (the chain epoch, migration 0003) on every change of members,
-uplines, agency links, agents, bots or policies; a batch reads the counter in its own
+uplines, agency links, agents, bots or policies (and the trust service bumps it when
+an admin changes a remote domain's trust); a batch reads the counter in its own
 transaction before it reads the cache, and a moved counter empties the cache. So a
 payment pays the chains in force when its batch commits, whichever process changed them.
 Only what was found is cached: a member that joins later is read on first use.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from imserver.domain.policy import Policy
-from imserver.store import epoch, members, policies
+from imserver.store import domains, epoch, members, policies
 from imserver.store.db import Conn
 from imserver.store.records import MemberRecord, PayerChain
 
@@ -26,6 +27,7 @@ class ChainCache:
         self.max_payers = max_payers
         self._epoch: int | None = None
         self._policy: tuple[int, Policy] | None = None
+        self._trusts: dict[str, str] | None = None
         self._merchants: dict[str, MemberRecord] = {}
         self._payers: dict[str, PayerChain] = {}
         # Figures for benchmarks and tests.
@@ -40,6 +42,7 @@ class ChainCache:
             if self._epoch is not None:
                 self.resets += 1
             self._policy = None
+            self._trusts = None
             self._merchants.clear()
             self._payers.clear()
             self._epoch = now
@@ -52,6 +55,12 @@ class ChainCache:
                 raise RuntimeError("no policy stored: run `imserver migrate` and start the service")
             self._policy = found
         return self._policy
+
+    async def trusts(self, conn: Conn) -> dict[str, str]:
+        """The remote domains' trusts that admins set (domain -> trust)."""
+        if self._trusts is None:
+            self._trusts = await domains.stored_trusts(conn)
+        return self._trusts
 
     def merchant_of(self, sender: str) -> MemberRecord | None:
         """The active merchant a sender was found to report for, if known."""

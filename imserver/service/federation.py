@@ -11,7 +11,7 @@ domain may register at most ``hourly_registrations`` members per clock hour and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from imserver.config import TRUSTS, Config
@@ -19,8 +19,8 @@ from imserver.domain.jids import domain_of
 from imserver.service.authz import Capability, resolve_actor
 from imserver.service.context import Context
 from imserver.service.errors import ServiceError, bad_request, forbidden
-from imserver.service.trust import BLOCKED, INVITE_ONLY, is_remote, trust_of
-from imserver.store import audit, domains
+from imserver.service.trust import BLOCKED, INVITE_ONLY, effective_trust, is_remote, trust_of
+from imserver.store import audit, domains, epoch, members
 from imserver.store.db import Conn
 from imserver.store.domains import DomainRecord
 
@@ -31,6 +31,14 @@ class DomainLimited(ServiceError):
     def __init__(self, domain: str, text: str) -> None:
         super().__init__("resource-constraint", text)
         self.domain = domain
+
+
+# What the audit log says of the earnings of a domain's members when it is blocked (True)
+# or unblocked: their ledger stays as it is either way.
+_EARNINGS = {
+    True: "stop: their shares of new payments go to the platform, as vacancies",
+    False: "resume with the next payment",
+}
 
 
 def _hour(now: datetime) -> datetime:
@@ -119,6 +127,8 @@ class DomainView:
     set_by: str | None  # None: the config's
     members: int
     this_hour: int
+    # Set when the change blocked or unblocked the domain: what becomes of its earnings.
+    earnings: str | None = None
 
 
 class Federation:
@@ -147,16 +157,27 @@ class Federation:
             before = await domains.get_many(conn, [name], lock=True)
             old = trust_of(name, before.get(name), self.ctx.config)
             await domains.set_trust(conn, name, stored, sender, now)
+            new = effective_trust(name, stored, self.ctx.config)
+            details: dict[str, object] = {"domain": name, "from": old, "to": trust}
+            if (old == BLOCKED) != (new == BLOCKED):
+                # Payments read trusts from their cache: every process drops it.
+                await epoch.bump(conn)
+                details["members"] = await members.count_of_domain(conn, name)
+                details["earnings"] = _EARNINGS[new == BLOCKED]
             await audit.record(
                 conn,
                 at=now,
                 actor=sender,
                 action="domain.trust",
                 target=None,
-                details={"domain": name, "from": old, "to": trust},
+                details=details,
                 reason=reason,
             )
-            return _view(name, (await domains.get_many(conn, [name]))[name], self.ctx.config, now)
+            view = _view(name, (await domains.get_many(conn, [name]))[name], self.ctx.config, now)
+            if "earnings" in details:
+                earnings = f"the earnings of its {details['members']} members {details['earnings']}"
+                view = replace(view, earnings=earnings)
+            return view
 
         return await self.ctx.db.transaction(use_case)
 

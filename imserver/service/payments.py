@@ -24,12 +24,13 @@ from imserver.service.errors import (
 )
 from imserver.service.inputs import parse_amount, parse_currency, parse_jid, parse_ref
 from imserver.service.money_views import DistributionView, share_views
+from imserver.service.trust import Earners
 from imserver.store import ledger, members, outbox
 from imserver.store import payments as store
 from imserver.store.db import Conn
 from imserver.store.ledger import AccountKey
 from imserver.store.payments import NewPayment, PaymentRecord, ShareRecord
-from imserver.store.records import MemberRecord, PayerChain
+from imserver.store.records import ChainMember, MemberRecord, PayerChain
 
 EARNER_ROLES = ("referrer", "agent")
 
@@ -145,6 +146,7 @@ class Payments:
         """Answer a batch of payment requests in one transaction (see ``GroupCommit``)."""
         await self.cache.sync(conn)
         version, policy = await self.cache.policy(conn)
+        earners = Earners(self.ctx.config, await self.cache.trusts(conn))
         out: list[DistributionView | ServiceError | None] = [None] * len(requests)
         accepted: list[_Accepted] = []
         for i, r in enumerate(requests):
@@ -157,7 +159,7 @@ class Payments:
             conn, {a.payer for a in accepted if a.key not in stored}, policy.levels
         )
         now = self.ctx.clock()
-        settle_at = now + timedelta(days=self.ctx.config.policy.hold_days)
+        hold = _Hold(now, self.ctx.config.policy.hold_days, self.ctx.config.federation.hold_days)
         new: dict[tuple[int, str], tuple[_Accepted, NewPayment, list[ShareRecord]]] = {}
         repeats: list[tuple[_Accepted, _Accepted]] = []
         for a in accepted:
@@ -172,7 +174,7 @@ class Payments:
                     out[a.index] = await self._replay(conn, stored[a.key], a)
                 else:
                     new[a.key] = (a, *self._allocate(a, chains.get(a.payer), policy, version,
-                                                     now, settle_at))  # fmt: skip
+                                                     hold, earners))  # fmt: skip
             except ServiceError as exc:
                 out[a.index] = exc
         if new:
@@ -194,10 +196,14 @@ class Payments:
         chain: PayerChain | None,
         policy: Policy,
         version: int,
-        now: datetime,
-        settle_at: datetime,
+        hold: _Hold,
+        earners: Earners,
     ) -> tuple[NewPayment, list[ShareRecord]]:
-        """The split of one new payment, from the payer's chains as cached."""
+        """The split of one new payment, from the payer's chains as cached.
+
+        An earner of a blocked remote domain earns nothing: its share is a vacancy (the
+        platform's). A remote earner's share is held until the longer remote hold ends.
+        """
         if chain is None:
             raise not_found(f"payer {a.payer} is not a member")
         if not chain.member.active:
@@ -207,21 +213,26 @@ class Payments:
         shares = allocation.allocate(
             a.amount,
             policy,
-            [m.member_id if m.active else None for m in upline],
-            [(scope, g.member_id if g is not None and g.active else None) for scope, g in agency],
+            [_earner_id(m, earners) for m in upline],
+            [(scope, _earner_id(g, earners)) for scope, g in agency],
             a.merchant.id,
         )
         jids: dict[int | None, str] = {m.member_id: m.jid for m in upline}
         jids.update((g.member_id, g.jid) for _, g in agency if g is not None)
         jids[a.merchant.id] = a.merchant.jid
-        rows = [(s.role, s.level, s.scope, s.member_id, s.amount) for s in shares]
+        rows = [
+            (s.role, s.level, s.scope, s.member_id, s.amount,
+             hold.longer and s.role in EARNER_ROLES and earners.remote(jids[s.member_id]))
+            for s in shares
+        ]  # fmt: skip
         records = [
-            ShareRecord(seq, role, level, scope, member_id, jids.get(member_id), share, 0)
-            for seq, (role, level, scope, member_id, share) in enumerate(rows)
+            ShareRecord(seq, role, level, scope, member_id, jids.get(member_id), share, 0, held)
+            for seq, (role, level, scope, member_id, share, held) in enumerate(rows)
         ]
+        held_until = hold.remote if any(r[5] for r in rows) else None
         payment = NewPayment(
-            a.merchant.id, a.ref, chain.member.id, a.amount, a.currency, version, now,
-            settle_at, rows,
+            a.merchant.id, a.ref, chain.member.id, a.amount, a.currency, version, hold.now,
+            hold.local, held_until, rows,
         )  # fmt: skip
         return payment, records
 
@@ -335,10 +346,10 @@ class Payments:
             parts=parts,
             now=now,
         )
-        settled = p.settled_at is not None
         moves: dict[AccountKey, int] = defaultdict(int)
         moves[ledger.system_account(ledger.PAYMENTS_IN, p.currency)] += amount
         for s, part in zip(shares, parts, strict=True):
+            settled = p.share_settled(s.held)
             moves[_share_account(s.role, s.member_id, p.currency, settled=settled)] -= part
         await ledger.post(
             conn,
@@ -363,6 +374,27 @@ class Payments:
             share_views(shares, [-x for x in parts]),
             refund=ref,
         )
+
+
+class _Hold:
+    """When a batch's new payments settle: ``local`` for their shares, ``remote`` for
+    the held ones (remote members' earnings), held only when that hold is ``longer``."""
+
+    __slots__ = ("local", "longer", "now", "remote")
+
+    def __init__(self, now: datetime, local_days: int, remote_days: int) -> None:
+        self.now = now
+        self.local = now + timedelta(days=local_days)
+        self.remote = now + timedelta(days=remote_days)
+        self.longer = remote_days > local_days
+
+
+def _earner_id(m: ChainMember | None, earners: Earners) -> int | None:
+    """The member id that earns this place of a chain, or None: a vacancy (no one, an
+    inactive member, or a member of a blocked remote domain)."""
+    if m is None or not m.active or earners.blocked(m.jid):
+        return None
+    return m.member_id
 
 
 def _share_account(role: str, member_id: int | None, currency: str, *, settled: bool) -> AccountKey:

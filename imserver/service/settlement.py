@@ -1,9 +1,16 @@
-"""Settlement: earnings leave pending for available once the hold period has passed."""
+"""Settlement: earnings leave pending for available once the hold period has passed.
+
+A payment settles in two stages: its shares at ``settle_at`` (the policy's hold), and its
+held shares, the earnings of members of remote domains, at ``held_until`` (the longer
+``federation.hold_days``). Each stage of a payment is marked in the transaction that
+moves its money, so neither ever runs twice.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from functools import partial
 
 from imserver.service.context import Context
 from imserver.store import ledger
@@ -26,24 +33,27 @@ class Settlement:
         Safe to run twice or concurrently: a payment is marked settled in the same
         transaction as its movement, and a settled one is never picked again. After
         downtime it catches up, since it takes every overdue payment, in batches (one
-        transaction each). Returns how many payments it settled.
+        transaction each). Returns how many payment stages it settled (a payment with
+        held shares counts twice, once per stage).
         """
         at = now or self.ctx.clock()
         total = 0
-        while True:
-            done, picked = await self.ctx.db.transaction(lambda conn: self._batch(conn, at))
-            total += done
-            if picked < BATCH:
-                return total
+        for held in (False, True):
+            while True:
+                done, picked = await self.ctx.db.transaction(partial(self._batch, at, held))
+                total += done
+                if picked < BATCH:
+                    break
+        return total
 
-    async def _batch(self, conn: Conn, at: datetime) -> tuple[int, int]:
-        due = await store.lock_due(conn, at, BATCH)
+    async def _batch(self, at: datetime, held: bool, conn: Conn) -> tuple[int, int]:
+        due = await store.lock_due(conn, at, BATCH, held=held)
         if not due:
             return 0, 0
-        shares = await store.member_shares_of(conn, [p.id for p in due])
+        shares = await store.member_shares_of(conn, [p.id for p in due], held=held)
         done = 0
         for p in due:
-            if not await store.mark_settled(conn, p.id, at):
+            if not await store.mark_settled(conn, p.id, at, held=held):
                 continue
             moves: dict[AccountKey, int] = defaultdict(int)
             for member_id, remaining in shares[p.id]:

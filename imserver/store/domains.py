@@ -76,3 +76,11 @@ async def count_registrations(
         await conn.execute(
             stmt.on_conflict_do_update(index_elements=[RemoteDomain.domain], set_=values)
         )
+
+
+async def stored_trusts(conn: AsyncConnection) -> dict[str, str]:
+    """domain -> trust, of the domains whose trust an admin set (a short list)."""
+    rows = await conn.execute(
+        select(RemoteDomain.domain, RemoteDomain.trust).where(RemoteDomain.trust.is_not(None))
+    )
+    return {d: t for d, t in rows if t is not None}

@@ -462,3 +462,11 @@ async def insert_agency_links(
 ) -> None:
     """Store new members' agency chains: (member, scope level, region code, agent) rows."""
     await bulk_insert(conn, _AGENCY, _AGENCY_INSERT, rows)
+
+
+async def count_of_domain(conn: AsyncConnection, domain: str) -> int:
+    """How many active members have a JID of ``domain`` (a scan: for rare admin actions)."""
+    stmt = select(func.count()).where(
+        Member.jid.endswith(f"@{domain}", autoescape=True), Member.status == "active"
+    )
+    return int((await conn.execute(stmt)).scalar_one())

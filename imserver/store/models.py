@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -185,6 +187,10 @@ class Payment(Base):
     # Earnings move from pending to available at settle_at (the hold period's end).
     settle_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Held shares (earnings of remote members) move at held_until instead (None: the
+    # payment holds none); held_settled_at records when they did.
+    held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    held_settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PaymentShare(Base):
@@ -199,6 +205,8 @@ class PaymentShare(Base):
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A remote member's earning: settles at the payment's held_until (migration 0009).
+    held: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class Refund(Base):
@@ -330,6 +338,7 @@ class CommandSession(Base):
 
 
 Index("ix_payments_due", Payment.settled_at, Payment.settle_at)
+Index("ix_payments_held_due", Payment.held_settled_at, Payment.held_until)
 Index("ix_ledger_entries_account", LedgerEntry.account_id, LedgerEntry.id)
 Index("ix_outbox_unsent", OutboxMessage.sent_at, OutboxMessage.id)
 Index("ix_outbox_pending", OutboxMessage.sent_at, OutboxMessage.recipient, OutboxMessage.id)

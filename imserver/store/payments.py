@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,6 +32,12 @@ class PaymentRecord:
     created_at: datetime
     settle_at: datetime
     settled_at: datetime | None
+    held_until: datetime | None
+    held_settled_at: datetime | None
+
+    def share_settled(self, held: bool) -> bool:
+        """Whether a share (held or not) has moved from pending to available."""
+        return (self.held_settled_at if held else self.settled_at) is not None
 
 
 class ShareRecord(NamedTuple):
@@ -45,6 +51,7 @@ class ShareRecord(NamedTuple):
     jid: str | None
     amount: int
     refunded: int
+    held: bool = False  # a remote member's earning: it settles at the payment's held_until
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,8 @@ class RefundRecord:
     created_at: datetime
 
 
-_PAYMENT_COLS = (
+# Typed loosely: SQLAlchemy's typed rows stop at fewer columns than a payment has.
+_PAYMENT_COLS: tuple[Any, ...] = (
     Payment.id,
     Payment.merchant_id,
     Payment.ref,
@@ -69,6 +77,8 @@ _PAYMENT_COLS = (
     Payment.created_at,
     Payment.settle_at,
     Payment.settled_at,
+    Payment.held_until,
+    Payment.held_settled_at,
 )
 
 
@@ -99,8 +109,9 @@ class NewPayment:
     policy_version: int
     created_at: datetime
     settle_at: datetime
-    # (role, level, scope, member id, amount)
-    shares: Sequence[tuple[str, int | None, str | None, int | None, int]]
+    held_until: datetime | None  # None when no share is held
+    # (role, level, scope, member id, amount, held)
+    shares: Sequence[tuple[str, int | None, str | None, int | None, int, bool]]
 
 
 async def find_payments(
@@ -116,8 +127,9 @@ async def find_payments(
 
 _PAYMENT_INSERT = ("id", "merchant_id", "ref", "payer_id", "amount", "currency",
                    "policy_version", "refunded", "created_at", "settle_at",
-                   "settled_at")  # fmt: skip
-_SHARE_INSERT = ("payment_id", "seq", "role", "level", "scope", "member_id", "amount", "refunded")
+                   "settled_at", "held_until", "held_settled_at")  # fmt: skip
+_SHARE_INSERT = ("payment_id", "seq", "role", "level", "scope", "member_id", "amount", "refunded",
+                 "held")  # fmt: skip
 
 
 async def insert_payments(conn: AsyncConnection, payments: Sequence[NewPayment]) -> list[int]:
@@ -132,7 +144,7 @@ async def insert_payments(conn: AsyncConnection, payments: Sequence[NewPayment])
         _PAYMENT_INSERT,
         [
             (i, p.merchant_id, p.ref, p.payer_id, p.amount, p.currency, p.policy_version, 0,
-             p.created_at, p.settle_at, None)
+             p.created_at, p.settle_at, None, p.held_until, None)
             for i, p in zip(ids, payments, strict=True)
         ],
     )  # fmt: skip
@@ -141,9 +153,9 @@ async def insert_payments(conn: AsyncConnection, payments: Sequence[NewPayment])
         _SHARE,
         _SHARE_INSERT,
         [
-            (payment_id, seq, role, level, scope, member_id, amount, 0)
+            (payment_id, seq, role, level, scope, member_id, amount, 0, held)
             for payment_id, p in zip(ids, payments, strict=True)
-            for seq, (role, level, scope, member_id, amount) in enumerate(p.shares)
+            for seq, (role, level, scope, member_id, amount, held) in enumerate(p.shares)
         ],
     )
     return ids
@@ -161,6 +173,7 @@ async def shares_of(conn: AsyncConnection, payment_id: int) -> list[ShareRecord]
             Member.jid,
             PaymentShare.amount,
             PaymentShare.refunded,
+            PaymentShare.held,
         )
         .outerjoin(Member, Member.id == PaymentShare.member_id)
         .where(PaymentShare.payment_id == payment_id)
@@ -232,35 +245,45 @@ async def refund_parts(conn: AsyncConnection, refund_id: int) -> list[int]:
     return [int(a) for a in (await conn.execute(stmt.order_by(RefundShare.seq))).scalars()]
 
 
-async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[PaymentRecord]:
-    """Unsettled payments whose hold has ended, oldest first, locked.
+# The two stages of settlement: (when it is due, when it was done), for the shares that
+# are not held and for those that are (remote members' earnings, migration 0009).
+_STAGES = {
+    False: (Payment.settle_at, Payment.settled_at),
+    True: (Payment.held_until, Payment.held_settled_at),
+}
+
+
+async def lock_due(
+    conn: AsyncConnection, now: datetime, limit: int, *, held: bool = False
+) -> list[PaymentRecord]:
+    """Payments whose shares (``held`` or not) are due to settle and have not, oldest
+    first, locked.
 
     On PostgreSQL rows that another settler holds are skipped (SKIP LOCKED), so several
     processes share the work instead of queueing behind each other.
     """
+    due, done = _STAGES[held]
     stmt = (
-        select(*_PAYMENT_COLS)
-        .where(Payment.settled_at.is_(None), Payment.settle_at <= now)
-        .order_by(Payment.id)
-        .limit(limit)
+        select(*_PAYMENT_COLS).where(done.is_(None), due <= now).order_by(Payment.id).limit(limit)
     )
     return [PaymentRecord(*row) for row in await conn.execute(skip_locked(conn, stmt))]
 
 
-async def mark_settled(conn: AsyncConnection, payment_id: int, now: datetime) -> bool:
-    """Mark a payment settled; False when it already was (so it is never settled twice)."""
-    stmt = (
-        update(Payment)
-        .where(Payment.id == payment_id, Payment.settled_at.is_(None))
-        .values(settled_at=now)
-    )
+async def mark_settled(
+    conn: AsyncConnection, payment_id: int, now: datetime, *, held: bool = False
+) -> bool:
+    """Mark a payment's shares (``held`` or not) settled; False when they already were
+    (so nothing is ever settled twice)."""
+    _due, done = _STAGES[held]
+    stmt = update(Payment).where(Payment.id == payment_id, done.is_(None)).values({done: now})
     return bool((await conn.execute(stmt)).rowcount)
 
 
 async def member_shares_of(
-    conn: AsyncConnection, payment_ids: Sequence[int]
+    conn: AsyncConnection, payment_ids: Sequence[int], *, held: bool = False
 ) -> dict[int, list[tuple[int, int]]]:
-    """For each payment, (member id, unrefunded amount) of its earners' shares."""
+    """For each payment, (member id, unrefunded amount) of its earners' shares that are
+    ``held`` (or not)."""
     stmt = (
         select(
             PaymentShare.payment_id,
@@ -271,6 +294,7 @@ async def member_shares_of(
         .where(
             PaymentShare.payment_id.in_(payment_ids),
             PaymentShare.role.in_(("referrer", "agent")),
+            PaymentShare.held == held,
         )
         .order_by(PaymentShare.payment_id, PaymentShare.seq)
     )
@@ -284,10 +308,13 @@ async def member_shares_of(
 async def settlement_state(
     conn: AsyncConnection, now: datetime
 ) -> tuple[datetime | None, datetime | None]:
-    """(the hold end of the oldest payment due and not settled, the last settlement):
-    both read through the ``ix_payments_due`` index."""
-    due = select(func.min(Payment.settle_at)).where(
-        Payment.settled_at.is_(None), Payment.settle_at <= now
-    )
-    last = select(func.max(Payment.settled_at))
-    return (await conn.execute(due)).scalar(), (await conn.execute(last)).scalar()
+    """(the oldest hold end that is due and not settled, the last settlement), of both
+    stages: each read through its index (``ix_payments_due``, ``ix_payments_held_due``)."""
+    due: list[datetime] = []
+    last: list[datetime] = []
+    for when, done in _STAGES.values():
+        oldest = await conn.execute(select(func.min(when)).where(done.is_(None), when <= now))
+        newest = await conn.execute(select(func.max(done)))
+        due += filter(None, [oldest.scalar()])
+        last += filter(None, [newest.scalar()])
+    return min(due, default=None), max(last, default=None)

@@ -223,20 +223,21 @@ async def money_problems(db: Database) -> list[str]:
     """Money: shares and refunds add up, nothing is created from nothing, and every
     account equals what the payments, refunds, settlements and withdrawals say."""
     problems: list[str] = []
+    # payment -> (amount, refunded, currency, (settled, held shares settled))
     payments = {
-        int(pid): (int(amount), int(refunded), str(currency), settled is not None)
-        for pid, amount, refunded, currency, settled in await _rows(
+        int(pid): (int(amount), int(refunded), str(currency), (settled is not None,
+                                                              held_settled is not None))
+        for pid, amount, refunded, currency, settled, held_settled in await _rows(
             db,
-            select(
-                Payment.id, Payment.amount, Payment.refunded, Payment.currency, Payment.settled_at
-            ),
+            select(Payment.id, Payment.amount, Payment.refunded, Payment.currency,
+                   Payment.settled_at, Payment.held_settled_at),
         )
-    }
+    }  # fmt: skip
     share_sum: dict[int, int] = defaultdict(int)
     share_refunded: dict[int, int] = defaultdict(int)
     # (owner key, bucket, currency) -> the balance the payments imply
     expected: dict[tuple[str, str, str], int] = defaultdict(int)
-    for pid, role, member_id, amount, refunded in await _rows(
+    for pid, role, member_id, amount, refunded, held in await _rows(
         db,
         select(
             PaymentShare.payment_id,
@@ -244,6 +245,7 @@ async def money_problems(db: Database) -> list[str]:
             PaymentShare.member_id,
             PaymentShare.amount,
             PaymentShare.refunded,
+            PaymentShare.held,
         ),
     ):
         pid, amount, refunded = int(pid), int(amount), int(refunded)
@@ -251,7 +253,8 @@ async def money_problems(db: Database) -> list[str]:
         share_refunded[pid] += refunded
         if amount < 0 or not 0 <= refunded <= amount:
             problems.append(f"payment {pid}: share {role} amount {amount} refunded {refunded}")
-        _p_amount, _p_refunded, currency, settled = payments[pid]
+        _p_amount, _p_refunded, currency, stages = payments[pid]
+        settled = stages[bool(held)]
         left = amount - refunded
         if role == "platform":
             expected[("platform", ledger.EARNINGS, currency)] += left

@@ -50,8 +50,9 @@ class SetTrust(Command):
         view = await self.services.federation.set_trust(
             actor, required(args, "domain"), required(args, "trust"), optional(args, "reason")
         )
+        said = f" From now on {view.earnings}." if view.earnings else ""
         return Text(
-            f"{view.domain} is {view.trust} now.",
+            f"{view.domain} is {view.trust} now.{said}",
             [("Domain", view.domain), ("Trust", view.trust), ("Members", view.members)],
         )
 
