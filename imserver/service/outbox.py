@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 
 class Retry(NamedTuple):
     """A bounced message put back: how many notifications, to which domain, for how long
-    (None: given up, never sent)."""
+    (None: given up, never sent); ``news``: the first given up in this outage of its
+    domain (worth telling someone)."""
 
     rows: int
     domain: str
     delay: timedelta | None
+    news: bool = False
 
     @property
     def given_up(self) -> bool:
@@ -88,13 +90,14 @@ class Outbox:
         retry = await self.ctx.db.transaction(
             partial(_retry_later, sender, message_id, now, self.retry)
         )
-        if retry is not None:
-            self._warn(retry, condition, now)
+        if retry is not None and self._warn(retry, condition, now):
+            return retry._replace(news=True)
         return retry
 
-    def _warn(self, retry: Retry, condition: str, now: datetime) -> None:
+    def _warn(self, retry: Retry, condition: str, now: datetime) -> bool:
         # One warning as a domain's outage starts, one as its first notification is
-        # given up; an outage ends when the domain has not bounced for two longest waits.
+        # given up (True then); an outage ends when the domain has not bounced for two
+        # longest waits.
         domain = retry.domain
         last = self._bounced_at.get(domain)
         self._bounced_at[domain] = now
@@ -108,14 +111,16 @@ class Outbox:
                     condition,
                     retry.delay,
                 )
-        if retry.given_up and domain not in self._given_up:
-            self._given_up.add(domain)
-            log.warning(
-                "%s has been unreachable for more than %s: notifications to its members "
-                "are given up (never sent; balances and statements have the earnings)",
-                domain,
-                self.retry.give_up_after,
-            )
+        if not retry.given_up or domain in self._given_up:
+            return False
+        self._given_up.add(domain)
+        log.warning(
+            "%s has been unreachable for more than %s: notifications to its members "
+            "are given up (never sent; balances and statements have the earnings)",
+            domain,
+            self.retry.give_up_after,
+        )
+        return True
 
     async def unsent(self) -> int:
         """How many notifications are waiting (or sent and not yet confirmed)."""

@@ -201,7 +201,8 @@ class Notifier:
             return
         if retry.delay is None:
             self.given_up += retry.rows
-            self.component.alerts.given_up(retry.domain, self.outbox.retry.give_up_after)
+            if retry.news:  # once per domain and outage, not per message given up
+                self.component.alerts.given_up(retry.domain, self.outbox.retry.give_up_after)
             return
         self.bounced += retry.rows
         asyncio.get_running_loop().call_later(retry.delay.total_seconds(), self.kick)
