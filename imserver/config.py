@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from imserver.domain.jids import normalize_jid
 from imserver.domain.money import ISO_4217
 from imserver.domain.policy import Policy
+from imserver.domain.retries import RetryPolicy
 
 ENV_PREFIX = "IMSERVER_"
 DEFAULT_SECRET = "imserver-dev-secret"
@@ -286,6 +288,17 @@ class FederationConfig(_Strict):
     # policy's hold_days; the longer of the two applies): a farm of accounts on a server
     # we do not run is found out before its earnings can be withdrawn.
     hold_days: int = Field(30, ge=0, le=365)
+    # A notification that a remote server could not be reached for (our server bounced
+    # it) goes again after retry_first_seconds, then after twice as long each time, at
+    # most retry_longest_seconds apart; give_up_after_seconds after its first bounce, the
+    # next bounce ends it (undeliverable: the ledger still has the earning). Long enough
+    # to outlast a remote server's maintenance, short enough that a domain that is gone
+    # does not keep its members' messages waiting for ever.
+    retry_first_seconds: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)
+    retry_longest_seconds: float = Field(600.0, gt=0, le=86_400, allow_inf_nan=False)
+    give_up_after_seconds: float = Field(
+        7 * 86_400.0, gt=0, le=90 * 86_400, allow_inf_nan=False
+    )
 
     @field_validator("default_trust")
     @classmethod
@@ -301,6 +314,22 @@ class FederationConfig(_Strict):
         if bad:
             raise ValueError(f"a trust is one of {', '.join(TRUSTS)}: not {bad}")
         return {d.lower(): t for d, t in v.items()}
+
+    @model_validator(mode="after")
+    def _retries_in_order(self) -> FederationConfig:
+        if self.retry_longest_seconds < self.retry_first_seconds:
+            raise ValueError("retry_longest_seconds must be at least retry_first_seconds")
+        if self.give_up_after_seconds < self.retry_first_seconds:
+            raise ValueError("give_up_after_seconds must be at least retry_first_seconds")
+        return self
+
+    def retry_policy(self) -> RetryPolicy:
+        """When bounced notifications go again, and when they are given up."""
+        return RetryPolicy(
+            first=timedelta(seconds=self.retry_first_seconds),
+            longest=timedelta(seconds=self.retry_longest_seconds),
+            give_up_after=timedelta(seconds=self.give_up_after_seconds),
+        )
 
 
 class Config(_Strict):

@@ -158,8 +158,18 @@ class ComponentCollector(Collector):
         )
         yield GaugeMetricFamily(
             "imserver_outbox_oldest_age_seconds",
-            "How long the oldest waiting notification has waited",
+            "How long the oldest notification waiting for our XMPP server has waited",
             value=b.outbox_age,
+        )
+        yield GaugeMetricFamily(
+            "imserver_outbox_remote_retrying",
+            "Pending notifications bounced by an unreachable remote server, to go again",
+            value=b.outbox_retrying,
+        )
+        yield GaugeMetricFamily(
+            "imserver_outbox_given_up",
+            "Notifications given up: their remote server unreachable past give_up_after",
+            value=b.outbox_given_up,
         )
         yield GaugeMetricFamily(
             "imserver_settlement_lag_seconds",

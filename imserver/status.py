@@ -177,19 +177,25 @@ def database_status(config: Config, report: Report, link_up: bool) -> None:
 
 
 def _backlog(report: Report, b: Backlog, link_up: bool) -> None:
-    if b.outbox_pending == 0:
+    if b.outbox_local == 0:
         report.add("outbox", "no notification waiting")
     elif link_up and b.outbox_age > OUTBOX_STUCK_SECONDS:
         report.problem(
             "outbox",
-            f"{b.outbox_pending} notifications waiting, the oldest for {int(b.outbox_age)} s "
+            f"{b.outbox_local} notifications waiting, the oldest for {int(b.outbox_age)} s "
             "although the link is up; look for notification errors in the component's log",
         )
     else:
         report.add(
             "outbox",
-            f"{b.outbox_pending} notifications waiting, the oldest for {int(b.outbox_age)} s",
+            f"{b.outbox_local} notifications waiting, the oldest for {int(b.outbox_age)} s",
         )
+    # Not a problem of ours: a remote server is down (the log names it once per outage).
+    report.add(
+        "remote",
+        f"{b.outbox_retrying} notifications wait for an unreachable remote server; "
+        f"{b.outbox_given_up} given up",
+    )
     last = f"last payment settled {_ago(b.last_settled, b.at)}"
     if b.settlement_lag > SETTLEMENT_LATE_SECONDS:
         report.problem(

@@ -8,17 +8,17 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 import pytest
 from slixmpp import Iq, Message
 from sqlalchemy import String, func, select
 
 from imserver.devserver.prosody import ProsodyError, ProsodyInstance, free_port
-from imserver.service.outbox import RetryDelay
+from imserver.metrics import ComponentCollector
+from imserver.status import Report, database_status
 from imserver.store.models import Base
 from plugins.distribution import NS
 from tests.conftest import BACKENDS
@@ -68,22 +68,28 @@ def test_a_taken_s2s_address_is_refused(
 
 def admit_remote(fed: Federation) -> dict[str, str]:
     """The settings that let server B's users join: B is remote (A alone is ours) and
-    invite-only, so its users join through a local merchant."""
+    invite-only, so its users join through a local merchant. Short waits between tries
+    after a bounce: a test waits for the last one."""
     return {
         "IMSERVER_XMPP__MEMBER_DOMAINS": json.dumps([fed.a.domain]),
         "IMSERVER_FEDERATION__TRUST": json.dumps({fed.b.domain: "invite-only"}),
+        "IMSERVER_FEDERATION__RETRY_FIRST_SECONDS": "1",
+        "IMSERVER_FEDERATION__RETRY_LONGEST_SECONDS": "4",
     }
 
 
 @asynccontextmanager
 async def admitting_home(
-    federation: Federation, backend: str, tmp_path_factory: pytest.TempPathFactory
+    federation: Federation,
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    env: Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> AsyncIterator[Home]:
-    """The component on server A, letting server B's users in."""
+    """The component on server A, letting server B's users in (``env`` adds settings)."""
     db_dir = tmp_path_factory.mktemp("db")
-    async with home_component(federation, backend, db_dir, admit_remote(federation)) as h:
-        # Short waits between tries: a test waits for the last one after a bounce.
-        h.app.services.outbox.retry = RetryDelay(timedelta(seconds=1), timedelta(seconds=4))
+    settings = {**admit_remote(federation), **(env or {})}
+    async with home_component(federation, backend, db_dir, settings, name) as h:
         yield h
         # Whatever the remote members went through, the ledger balances.
         report = await h.app.services.ledger.check()
@@ -95,7 +101,7 @@ async def home(
     federation: Federation, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Home]:
     """The component on SQLite: the through-servers tests need one backend (the store
-    functions they add are run on both by the bounce test)."""
+    functions they add are run on both by the bounce and the give-up tests)."""
     async with admitting_home(federation, "sqlite", tmp_path_factory) as h:
         yield h
 
@@ -312,8 +318,7 @@ async def remote_outage(
     assert sorted(got) == sorted(paid), f"missing {sorted(set(paid) - set(got))}"
     # None twice: nothing more comes once the retries are over.
     await asyncio.sleep(2 * outbox.retry.longest.total_seconds())
-    while not member.messages.empty():
-        msg = member.messages.get_nowait()
+    for msg in drain(member):
         for e in earnings(msg):
             got.setdefault(e["payment"], []).append(str(msg["id"]))
     repeated = {p: ids for p, ids in got.items() if len(ids) > 1}
@@ -338,6 +343,126 @@ async def remote_outage(
         last_after_s=round(arrivals[-1], 2),
         repeated=len(repeated),
     )
+
+
+GIVE_UP = 4.0  # seconds: [federation] give_up_after_seconds of the give-up test
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    """Wait until ``check()`` holds (looked at every 0.1 s), else fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_notifications_are_given_up_after_the_remote_server_stays_down(
+    backend: str,
+    federation: Federation,
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With give_up_after_seconds of 4: a notification whose remote server has bounced
+    it for longer is given up (never sent, even once the server is back), counted in the
+    status and the metrics, logged once and told to the admins in chat; one that bounced
+    for less arrives once the server is back. The ledger is untouched (the fixture checks
+    it balances; the balance reads all three earnings). On both backends: it is the one
+    test that gives up (about 13 s each, a component of its own config)."""
+    env = {
+        "IMSERVER_FEDERATION__RETRY_FIRST_SECONDS": "0.5",
+        "IMSERVER_FEDERATION__RETRY_LONGEST_SECONDS": "1",
+        "IMSERVER_FEDERATION__GIVE_UP_AFTER_SECONDS": str(GIVE_UP),
+    }
+    async with admitting_home(federation, backend, tmp_path_factory, env, "own") as home:
+        health, notifier = home.app.services.health, home.app.component.notifier
+        admin = await home.admin()
+        r = await remote_referrer(home)
+        await r.pay("gone-0")
+        await next_notification(r.member, timeout=15)  # the link works before the outage
+        await r.member.close()
+        del home.clients[r.member.bare]
+        caplog.set_level(logging.WARNING, logger="imserver.service.outbox")
+
+        async def retrying() -> bool:
+            return (await health.backlog()).outbox_retrying == 1
+
+        async def given_up() -> bool:
+            return notifier.given_up == 1
+
+        await asyncio.to_thread(federation.b.stop)
+        try:
+            await r.pay("gone-1")
+            await until("retry waiting", retrying, 10)
+            down = time.monotonic()
+            await until("given-up notification", given_up, GIVE_UP + 10)
+            waited = time.monotonic() - down
+            bounced = notifier.bounced
+            await r.pay("kept-1")
+            await until("bounce of the second payment", retrying, 10)
+            assert notifier.bounced > bounced
+        finally:
+            federation.b.start()  # the module's other tests need B, whatever happened
+        back = time.monotonic()
+
+        member = await home.client(r.member.bare)
+        msg = await next_notification(member, timeout=15)
+        arrived = time.monotonic() - back
+        assert [e["payment"] for e in earnings(msg)] == ["kept-1"]
+        # The given-up one never comes: its retries (at most 1 s apart) are over.
+        await asyncio.sleep(3.0)
+        late = [m for m in drain(member) if m.xml.find(f"{{{NS}}}earning") is not None]
+        assert not late, [earnings(m) for m in late]
+        backlog = await health.backlog()
+        assert (backlog.outbox_pending, backlog.outbox_retrying, backlog.outbox_given_up) == (
+            0,
+            0,
+            1,
+        )
+        # The member's money is all there: both earnings, given up or not.
+        amounts = (await member.dist.balance(home.jid, timeout=15))["balance"]["amounts"]
+        assert [int(a["pending"]) for a in amounts] == [900]  # 3 payments of 300
+
+        # imserver status (its database part, as the command reads it) and the metrics.
+        report = Report()
+        await asyncio.to_thread(database_status, home.app.config, report, True)
+        assert (
+            "remote     0 notifications wait for an unreachable remote server; 1 given up"
+            in report.lines
+        ), report.lines
+        assert report.ok, report.text()
+        collector = ComponentCollector(home.app)
+        collector.backlog = backlog
+        gauges = {m.name: m.samples[0].value for m in collector.collect() if not m.samples[1:]}
+        assert gauges["imserver_outbox_given_up"] == 1
+        assert gauges["imserver_outbox_remote_retrying"] == 0
+
+        # Logged once as the outage began, once as the first notification was given up.
+        remote = federation.b.domain
+        warnings = [
+            rec.getMessage()
+            for rec in caplog.records
+            if rec.name == "imserver.service.outbox" and remote in rec.getMessage()
+        ]
+        assert len(warnings) == 2 and "given up" in warnings[1], warnings
+        # The admins heard of it in chat.
+        told = [str(m["body"]) for m in drain(admin) if "given up" in str(m["body"])]
+        assert len(told) == 1 and remote in told[0], told
+    figures(
+        "remote_give_up",
+        backend=backend,
+        give_up_s=GIVE_UP,
+        given_up_after_s=round(waited, 2),
+        kept_arrived_after_s=round(arrived, 2),
+    )
+
+
+def drain(client: Client) -> list[Message]:
+    """The messages the client has received and nobody has read yet."""
+    out = []
+    while not client.messages.empty():
+        out.append(client.messages.get_nowait())
+    return out
 
 
 def bounce(sender: Client, component: str, message_id: str, condition: str) -> None:

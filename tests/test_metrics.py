@@ -90,6 +90,9 @@ async def test_counters_move_by_exactly_the_requests_made(tmp_path: Path) -> Non
             await asyncio.sleep(0.1)
         assert value(drained, "imserver_outbox_pending") == 0
         assert value(drained, "imserver_outbox_oldest_age_seconds") == 0
+        # No remote server here (tests/test_federation.py counts its bounces and give-ups).
+        assert value(drained, "imserver_outbox_remote_retrying") == 0
+        assert value(drained, "imserver_outbox_given_up") == 0
         assert value(drained, "imserver_notifications_sent_total") >= 5  # 5 earnings of shop
 
         status, ctype, body = await asyncio.to_thread(get, f"{base}/status")

@@ -35,6 +35,9 @@ async def test_status_is_a_health_check(tmp_path: Path) -> None:
         assert lines["component"].startswith(f"{run.jid} running, pid {pid}")
         assert lines["link"].startswith(f"up to 127.0.0.1:{run.prosody.component_port} since")
         assert lines["database"].startswith("ok: sqlite+aiosqlite:///")
+        assert lines["remote"] == (
+            "0 notifications wait for an unreachable remote server; 0 given up"
+        )
         assert lines["settlement"] == "last payment settled never; none overdue"
         assert lines["members"] == "2 active (1 merchants, 1 users); 0 ended"
         assert lines["payments"] == "CNY 1 payments, 10000 paid, 0 refunded"

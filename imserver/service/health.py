@@ -8,17 +8,13 @@ table, so it is not scraped).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from imserver.service.context import Context
 from imserver.store import outbox, reports
 from imserver.store import payments as store
 from imserver.store.db import Conn
-
-
-def _utc(at: datetime | None) -> datetime | None:
-    # SQLite gives timestamps back without their zone; they were written in UTC.
-    return at if at is None or at.tzinfo else at.replace(tzinfo=UTC)
+from imserver.store.dialect import utc
 
 
 def _age(now: datetime, since: datetime | None) -> float:
@@ -31,13 +27,21 @@ class Backlog:
 
     at: datetime
     outbox_pending: int  # notifications not yet confirmed by the XMPP server
-    outbox_oldest: datetime | None  # when the oldest of them was written
+    outbox_oldest: datetime | None  # when the oldest of them not bounced was written
+    outbox_retrying: int  # of the pending, those bounced by a remote server (a retry waits)
+    outbox_given_up: int  # notifications given up: a remote server unreachable too long
     due_since: datetime | None  # the hold end of the oldest payment due and not settled
     last_settled: datetime | None  # when a payment was last settled
 
     @property
+    def outbox_local(self) -> int:
+        """Notifications waiting for our own XMPP server (not for a remote retry)."""
+        return max(0, self.outbox_pending - self.outbox_retrying)
+
+    @property
     def outbox_age(self) -> float:
-        """Seconds the oldest waiting notification has waited (0: none waits)."""
+        """Seconds the oldest notification waiting for our own XMPP server has waited (0:
+        none waits); a remote server's outage shows in ``outbox_retrying`` instead."""
         return _age(self.at, self.outbox_oldest)
 
     @property
@@ -67,8 +71,12 @@ class Health:
         async def use_case(conn: Conn) -> Backlog:
             pending = await outbox.unsent_count(conn)
             oldest = await outbox.oldest_unsent(conn) if pending else None
+            retrying = await outbox.retrying_count(conn) if pending else 0
+            given_up = await outbox.given_up_count(conn)
             due, last = await store.settlement_state(conn, now)
-            return Backlog(now, pending, _utc(oldest), _utc(due), _utc(last))
+            return Backlog(
+                now, pending, utc(oldest), retrying, given_up, utc(due), utc(last)
+            )
 
         return await self.ctx.db.transaction(use_case)
 

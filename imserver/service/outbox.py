@@ -6,13 +6,13 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple
 
 from imserver.domain.jids import domain_of
 from imserver.domain.notices import notification_body
+from imserver.domain.retries import RetryPolicy
 from imserver.service.context import Context
 from imserver.service.money_views import Notice
 from imserver.store import outbox
@@ -28,26 +28,20 @@ UNREACHABLE = frozenset({"remote-server-not-found", "remote-server-timeout"})
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RetryDelay:
-    """How long a bounced notification waits before it goes again: ``first`` after its
-    first bounce, twice as long after each next one, never longer than ``longest``."""
-
-    first: timedelta = timedelta(seconds=5)
-    longest: timedelta = timedelta(minutes=10)
-
-    def after(self, bounces: int) -> timedelta:
-        """The wait after the ``bounces``-th bounce (1 for the first)."""
-        doublings: int = min(max(bounces - 1, 0), 32)
-        return min(self.first * (1 << doublings), self.longest)
-
-
 class Retry(NamedTuple):
-    """A bounced message put back: how many notifications, to which domain, for how long."""
+    """A bounced message put back: how many notifications, to which domain, for how long
+    (None: given up, never sent); ``news``: the first given up in this outage of its
+    domain (worth telling someone)."""
 
     rows: int
     domain: str
-    delay: timedelta
+    delay: timedelta | None
+    news: bool = False
+
+    @property
+    def given_up(self) -> bool:
+        """Whether the message was given up rather than put back."""
+        return self.delay is None
 
 
 class Outbox:
@@ -58,9 +52,11 @@ class Outbox:
         # Where the last round stopped: the next one goes on from there, so that under a
         # backlog longer than a round no recipient waits for those before it forever.
         self._cursor: outbox.Cursor | None = None
-        self.retry = RetryDelay()
+        self.retry = ctx.config.federation.retry_policy()
         # When each remote domain last bounced: one warning per outage, not per message.
         self._bounced_at: dict[str, datetime] = {}
+        # Domains whose notifications were given up in their current outage (warned).
+        self._given_up: set[str] = set()
 
     def round(self, limit: int = ROUND) -> Round:
         """A sending round: everything a member earned since the last round goes out as
@@ -84,27 +80,47 @@ class Outbox:
         error ``condition`` from ``sender`` (the bare JID or domain it was sent to). If
         the recipient's server was unreachable, the message's notifications become
         unsent again and go out later, in the same message (same id), after a wait that
-        grows with each bounce. Believed only from the recipient itself or its domain,
-        and only for a message that went out to it; anything else changes nothing
-        (returns None)."""
+        grows with each bounce; a bounce later than the retry policy's ``give_up_after``
+        since the first one gives them up instead (never sent; the ledger keeps the
+        earnings). Believed only from the recipient itself or its domain, and only for a
+        message that went out to it; anything else changes nothing (returns None)."""
         if condition not in UNREACHABLE:
             return None
         now = self.ctx.clock()
         retry = await self.ctx.db.transaction(
             partial(_retry_later, sender, message_id, now, self.retry)
         )
-        if retry is not None:
-            last = self._bounced_at.get(retry.domain)
-            self._bounced_at[retry.domain] = now
-            if last is None or now - last > 2 * self.retry.longest:
+        if retry is not None and self._warn(retry, condition, now):
+            return retry._replace(news=True)
+        return retry
+
+    def _warn(self, retry: Retry, condition: str, now: datetime) -> bool:
+        # One warning as a domain's outage starts, one as its first notification is
+        # given up (True then); an outage ends when the domain has not bounced for two
+        # longest waits.
+        domain = retry.domain
+        last = self._bounced_at.get(domain)
+        self._bounced_at[domain] = now
+        if last is None or now - last > 2 * self.retry.longest:
+            self._given_up.discard(domain)
+            if not retry.given_up:
                 log.warning(
                     "%s is unreachable (%s): notifications to its members wait and go "
                     "out again, the first in %s",
-                    retry.domain,
+                    domain,
                     condition,
                     retry.delay,
                 )
-        return retry
+        if not retry.given_up or domain in self._given_up:
+            return False
+        self._given_up.add(domain)
+        log.warning(
+            "%s has been unreachable for more than %s: notifications to its members "
+            "are given up (never sent; balances and statements have the earnings)",
+            domain,
+            self.retry.give_up_after,
+        )
+        return True
 
     async def unsent(self) -> int:
         """How many notifications are waiting (or sent and not yet confirmed)."""
@@ -182,7 +198,7 @@ async def _unclaim(token: str, conn: Conn) -> None:
 
 
 async def _retry_later(
-    sender: str, message_id: int, now: datetime, delays: RetryDelay, conn: Conn
+    sender: str, message_id: int, now: datetime, policy: RetryPolicy, conn: Conn
 ) -> Retry | None:
     rows = [
         r
@@ -191,10 +207,15 @@ async def _retry_later(
     ]
     if not rows:
         return None
+    ids, domain = [r.id for r in rows], domain_of(rows[0].recipient)
     bounces = max(r.bounces for r in rows) + 1
-    delay = delays.after(bounces)
-    await outbox.retry_later(conn, [r.id for r in rows], now + delay, bounces)
-    return Retry(len(rows), domain_of(rows[0].recipient), delay)
+    first = min([at for r in rows if (at := r.first_bounced_at) is not None], default=now)
+    retry_at = policy.next_try(first, now, bounces)
+    if retry_at is None:
+        await outbox.give_up(conn, ids, now, bounces)
+        return Retry(len(rows), domain, None)
+    await outbox.retry_later(conn, ids, retry_at, bounces, first)
+    return Retry(len(rows), domain, retry_at - now)
 
 
 def _notices(page: list[outbox.ClaimedRow]) -> list[Notice]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, any_, bindparam, func, insert, select, text
@@ -10,6 +11,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imserver.store.models import Base
+
+
+def utc(at: datetime | None) -> datetime | None:
+    """A timestamp as read back, in UTC: SQLite gives them without their zone (they were
+    written in UTC)."""
+    return at if at is None or at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def upsert(conn: AsyncConnection, model: type[Base]) -> Any:

@@ -303,7 +303,8 @@ class OutboxMessage(Base):
     payload: Mapped[str] = mapped_column(String(4000), info=erased("json"))  # the earning
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Taken by a sender at claimed_at (a claim older than the lease lapses), put in the
-    # message message_id (kept when sent again), confirmed by the server at sent_at.
+    # message message_id (kept when sent again), confirmed by the server at sent_at (or
+    # ended unsent: given up, or its member erased; nothing more is sent either way).
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -317,6 +318,10 @@ class OutboxMessage(Base):
     # before retry_at; the wait grows with the bounces.
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     bounces: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When it first bounced (the give-up time counts from it), and when a bounce past that
+    # time ended it undelivered (sent_at then too: never claimed again).
+    first_bounced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    given_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CommandSession(Base):
@@ -342,6 +347,7 @@ Index("ix_payments_held_due", Payment.held_settled_at, Payment.held_until)
 Index("ix_ledger_entries_account", LedgerEntry.account_id, LedgerEntry.id)
 Index("ix_outbox_unsent", OutboxMessage.sent_at, OutboxMessage.id)
 Index("ix_outbox_pending", OutboxMessage.sent_at, OutboxMessage.recipient, OutboxMessage.id)
+Index("ix_outbox_given_up", OutboxMessage.given_up_at)
 
 
 class ChainEpoch(Base):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 from sqlalchemy import Table, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.dialect import bulk_insert, skip_locked
+from imserver.store.dialect import bulk_insert, skip_locked, utc
 from imserver.store.models import OutboxMessage
 
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
@@ -138,24 +138,38 @@ async def unclaim(conn: AsyncConnection, token: str) -> None:
 
 
 class HandedRow(NamedTuple):
-    """A row of a message that went to the server: whom to, and how often it bounced."""
+    """A row of a message that went to the server: whom to, how often it bounced and
+    when it first did (None: never)."""
 
     id: int
     recipient: str
     bounces: int
+    first_bounced_at: datetime | None
 
 
 async def handed_rows(conn: AsyncConnection, message_id: int) -> list[HandedRow]:
     """The rows of the message ``message_id`` that a sender claimed (it wrote them to the
-    server, or is about to), whether or not the server confirmed them."""
-    stmt = select(OutboxMessage.id, OutboxMessage.recipient, OutboxMessage.bounces).where(
-        OutboxMessage.message_id == message_id, OutboxMessage.claimed_at.is_not(None)
+    server, or is about to), whether or not the server confirmed them, and that were
+    not given up."""
+    stmt = select(
+        OutboxMessage.id,
+        OutboxMessage.recipient,
+        OutboxMessage.bounces,
+        OutboxMessage.first_bounced_at,
+    ).where(
+        OutboxMessage.message_id == message_id,
+        OutboxMessage.claimed_at.is_not(None),
+        OutboxMessage.given_up_at.is_(None),
     )
-    return [HandedRow(*row) for row in await conn.execute(stmt)]
+    return [HandedRow(i, r, b, utc(at)) for i, r, b, at in await conn.execute(stmt)]
 
 
 async def retry_later(
-    conn: AsyncConnection, ids: Sequence[int], retry_at: datetime, bounces: int
+    conn: AsyncConnection,
+    ids: Sequence[int],
+    retry_at: datetime,
+    bounces: int,
+    first_bounced_at: datetime,
 ) -> None:
     """Make these rows unsent and unclaimed again, not to be claimed before ``retry_at``
     (they keep their message and its id). Dropping the claim token also keeps a late
@@ -163,8 +177,46 @@ async def retry_later(
     await conn.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(ids))
-        .values(sent_at=None, claimed_at=None, claim_token=None, retry_at=retry_at, bounces=bounces)
+        .values(
+            sent_at=None,
+            claimed_at=None,
+            claim_token=None,
+            retry_at=retry_at,
+            bounces=bounces,
+            first_bounced_at=first_bounced_at,
+        )
     )
+
+
+async def give_up(conn: AsyncConnection, ids: Sequence[int], now: datetime, bounces: int) -> None:
+    """These rows are undeliverable: given up at ``now``. They count as sent too, so that
+    no claim (nor the indexes of the unsent) ever looks at them again."""
+    await conn.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids))
+        .values(sent_at=now, given_up_at=now, claim_token=None, retry_at=None, bounces=bounces)
+    )
+
+
+async def retrying_count(conn: AsyncConnection) -> int:
+    """How many unsent notifications were bounced by a remote server and wait to go again
+    (or went again and our server has not confirmed them yet)."""
+    stmt = (
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.retry_at.is_not(None))
+    )
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def given_up_count(conn: AsyncConnection) -> int:
+    """How many notifications were given up (their remote server unreachable too long)."""
+    stmt = (
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.given_up_at.is_not(None))
+    )
+    return int((await conn.execute(stmt)).scalar_one())
 
 
 async def unsent_count(conn: AsyncConnection) -> int:
@@ -174,10 +226,11 @@ async def unsent_count(conn: AsyncConnection) -> int:
 
 
 async def oldest_unsent(conn: AsyncConnection) -> datetime | None:
-    """When the oldest notification still waiting was written (None: none waits)."""
+    """When the oldest notification still waiting for our own server was written (None:
+    none waits); those that wait for a remote server's retry are counted apart."""
     stmt = (
         select(OutboxMessage.created_at)
-        .where(OutboxMessage.sent_at.is_(None))
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.retry_at.is_(None))
         .order_by(OutboxMessage.id)
         .limit(1)
     )

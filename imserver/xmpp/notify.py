@@ -18,7 +18,9 @@ A member of another server is reached over a server-to-server link that our serv
 opens after it took (and confirmed) the message. When it cannot reach the remote server
 it bounces the message back to us: a ``<message type='error'>`` from the recipient with
 the message's id. The outbox then puts that message's notifications back, and they go
-out again later with the same id (see ``Outbox.bounced``).
+out again later with the same id (see ``Outbox.bounced``), until ``[federation]
+give_up_after_seconds`` after its first bounce: the next bounce gives it up, and the
+admins are told in chat (``AdminAlerts.given_up``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Notifier:
         self.rounds = 0  # rounds that sent something: a recipient gets one message per round
         self.confirmed = 0  # rounds this process confirmed (sent by it or by another)
         self.bounced = 0  # notifications put back because a remote server was unreachable
+        self.given_up = 0  # notifications given up: their remote server unreachable too long
         # Rounds this process sent that nobody has confirmed yet: token -> when sent.
         self._unconfirmed: dict[str, float] = {}
         # Confirmations and give-backs under way (kept so that they are not collected).
@@ -194,9 +197,15 @@ class Notifier:
             # Not put back: the message stays sent (lost to that member, as before).
             log.warning("a bounced notification could not be put back (%s)", exc)
             return
-        if retry is not None:
-            self.bounced += retry.rows
-            asyncio.get_running_loop().call_later(retry.delay.total_seconds(), self.kick)
+        if retry is None:
+            return
+        if retry.delay is None:
+            self.given_up += retry.rows
+            if retry.news:  # once per domain and outage, not per message given up
+                self.component.alerts.given_up(retry.domain, self.outbox.retry.give_up_after)
+            return
+        self.bounced += retry.rows
+        asyncio.get_running_loop().call_later(retry.delay.total_seconds(), self.kick)
 
     def _on_disconnected(self, _event: Any) -> None:
         # What this process wrote and nobody confirmed may have died with the link.

@@ -4,8 +4,9 @@ Their domains are IP literals, so no DNS and no /etc/hosts entry is involved: Pr
 0.12 connects to a peer whose domain is an IP address at that address, port 5269 (with
 no SRV lookup), so each server listens for s2s on its own loopback address. Server A
 also serves the component, whose name is an IP literal too (a remote server must reach
-it: it is a host of A, on another address of A; one name per database backend).
-Dialback without TLS, loopback only. The addresses are 127.X.Y.2 to .5 with X.Y drawn
+it: it is a host of A, on another address of A; one name per database backend, and one
+for a component of its own config that runs beside them). Dialback without TLS,
+loopback only. The addresses are 127.X.Y.2 to .6 with X.Y drawn
 per run among those where nobody listens on 5269: runs in parallel worktrees do not
 collide.
 """
@@ -42,7 +43,8 @@ class Federation:
 
     a: ProsodyInstance  # the home server: its domain is ``a.domain``
     b: ProsodyInstance  # the remote server: its users are remote members
-    components: dict[str, str]  # backend -> component name (a host of A)
+    # backend (or "own": a component with a config of its own) -> its name (a host of A)
+    components: dict[str, str]
 
     def server_of(self, jid: str) -> ProsodyInstance:
         """The server that holds the account ``jid``."""
@@ -57,10 +59,10 @@ class Federation:
 
 
 def free_loopback_block() -> str:
-    """A prefix ``127.X.Y.`` whose addresses .2 to .5 nobody takes s2s links on."""
+    """A prefix ``127.X.Y.`` whose addresses .2 to .6 nobody takes s2s links on."""
     for _ in range(50):
         prefix = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}."
-        if not any(listening(S2S_PORT, f"{prefix}{n}") for n in range(2, 6)):
+        if not any(listening(S2S_PORT, f"{prefix}{n}") for n in range(2, 7)):
             return prefix
     raise RuntimeError(f"no free block of loopback addresses with port {S2S_PORT}")
 
@@ -69,7 +71,7 @@ def federation_servers(root: pytest.TempPathFactory) -> Federation:
     """The two servers, configured and not started."""
     prefix = free_loopback_block()
     # One component name per backend: Prosody takes one connection per name.
-    components = {"sqlite": f"{prefix}4", "postgresql": f"{prefix}5"}
+    components = {"sqlite": f"{prefix}4", "postgresql": f"{prefix}5", "own": f"{prefix}6"}
     a = ProsodyInstance(
         root.mktemp("prosody-a"),
         domain=f"{prefix}2",
@@ -136,16 +138,18 @@ class Home:
         await asyncio.gather(*(c.close() for c in self.clients.values()))
 
 
-def home_config(backend: str, url: str, federation: Federation, env: Mapping[str, str]) -> Config:
-    """The component's config: server A, the database ``url`` of ``backend``; ``env``
-    adds to it (the policy that lets server B's users in)."""
+def home_config(
+    name: str, url: str, federation: Federation, env: Mapping[str, str]
+) -> Config:
+    """The config of the component ``name`` (a key of ``federation.components``): server
+    A, the database ``url``; ``env`` adds to it (the policy that lets server B's users in)."""
     home = federation.a.domain
     return load_config(
         Path(__file__).parents[2] / "config.toml",
         env={
             "IMSERVER_ADMINS": f'["admin@{home}"]',
             "IMSERVER_XMPP__DOMAIN": home,
-            "IMSERVER_XMPP__COMPONENT": federation.components[backend],
+            "IMSERVER_XMPP__COMPONENT": federation.components[name],
             "IMSERVER_XMPP__SECRET": SECRET,
             "IMSERVER_XMPP__COMPONENT_PORT": str(federation.a.component_port),
             "IMSERVER_XMPP__CLIENT_PORT": str(federation.a.client_port),
@@ -159,18 +163,23 @@ def home_config(backend: str, url: str, federation: Federation, env: Mapping[str
 
 @asynccontextmanager
 async def home_component(
-    federation: Federation, backend: str, db_dir: Path, env: Mapping[str, str]
+    federation: Federation,
+    backend: str,
+    db_dir: Path,
+    env: Mapping[str, str],
+    name: str | None = None,
 ) -> AsyncIterator[Home]:
     """The component (in this process) on server A, on a fresh migrated database of
     ``backend`` (SQLite in ``db_dir``, or a new PostgreSQL database) with the shipped
-    regions; a real clock (retries wait for it)."""
+    regions; a real clock (retries wait for it). Its name is the backend's unless
+    ``name`` says which of ``federation.components``."""
     pg_name = None
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{db_dir / 'imserver.sqlite3'}"
     else:
         pg_name, url = await _fresh_pg_database()
     await asyncio.to_thread(upgrade, url)
-    app = App(home_config(backend, url, federation, env))
+    app = App(home_config(name or backend, url, federation, env))
     await load_regions(app.ctx, load_regions_csv())
     await app.start()
     home = Home(app, federation)
