@@ -17,13 +17,14 @@ from slixmpp import Iq, Message
 from sqlalchemy import String, func, select
 
 from imserver.devserver.prosody import ProsodyError, ProsodyInstance, free_port
+from imserver.domain.money import format_amount
 from imserver.metrics import ComponentCollector
 from imserver.status import Report, database_status
 from imserver.store.models import Base
 from plugins.distribution import NS
 from tests.conftest import BACKENDS
 from tests.support.clients import Client, expect_error
-from tests.support.commands import say
+from tests.support.commands import adhoc_run, command_nodes, result_values, say
 from tests.support.faults import shares_of
 from tests.support.federation import (  # noqa: F401 (federation_fixture: the fixture)
     Federation,
@@ -193,8 +194,15 @@ async def test_remote_member_joins_earns_and_reads(home: Home) -> None:
     assert [(e["kind"], e["amount"], e["payment"]) for e in page["entries"]] == [
         ("payment", str(amount), "fed-1")
     ]
-    # The chat interface works over s2s too.
+    # The chat interface works over s2s too, and the ad-hoc commands.
     assert "¥" in await say(r.member, home.jid, "balance", timeout=15)
+    nodes = await command_nodes(r.member, home.jid)
+    assert {"balance", "statement", "withdraw", "invite"} <= set(nodes), nodes
+    done = await adhoc_run(r.member, home.jid, "balance", {})
+    assert result_values(done)["Pending"] == format_amount(amount, "CNY"), done
+    # Earnings of a remote member are held: nothing to withdraw yet.
+    withdraw = r.member.dist.withdraw(home.jid, amount, "CNY", timeout=15)
+    await expect_error(withdraw, "not-acceptable")
     figures(
         "remote_member",
         join_s=round(joined - started, 2),
