@@ -291,7 +291,8 @@ async def _ledger(config: Config, what: str) -> int:
     try:
         ctx = Context(db, config)
         if what == "settle":
-            print(f"{await Settlement(ctx).settle()} payments settled")
+            # A payment with held shares (remote members') settles twice: counted twice.
+            print(f"{await Settlement(ctx).settle()} settlements made")
             return 0
         report = await Ledger(ctx).check()
     finally:
