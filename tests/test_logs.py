@@ -13,8 +13,16 @@ import pytest
 
 from imserver import cli
 from imserver.config import LogConfig, load_config
-from imserver.logs import FORMATTERS, NOISY, REDACTED, STANZA_TRACE, configure, jid_view, reset
-from imserver.logs import secrets_of
+from imserver.logs import (
+    FORMATTERS,
+    NOISY,
+    REDACTED,
+    STANZA_TRACE,
+    configure,
+    jid_view,
+    reset,
+    secrets_of,
+)
 from tests.support.clients import expect_error
 from tests.support.private import SECRET
 from tests.support.running import ADMIN, PAYER, SHOP, running_component
