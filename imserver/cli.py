@@ -18,6 +18,8 @@ from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, StartInterrupted, for_config
 from imserver.devserver.stopping import Stopper, StopRequested
 from imserver.logs import configure as configure_logging
+from imserver.logs import reset as reset_logging
+from imserver.logs import set_level as set_log_level
 from imserver.posters.fonts import FontMissing
 from imserver.xmpp.hardening import UnsafeEnvironment
 
@@ -338,7 +340,7 @@ def cmd_status(config: Config, _args: argparse.Namespace) -> int:
     from imserver.status import status
 
     # The report says it in one line with what to do; the driver's warning would repeat it.
-    logging.getLogger("imserver.store.db").setLevel(logging.ERROR)
+    set_log_level("imserver.store.db", logging.ERROR)
     report = status(config)
     print(report.text())
     return 0 if report.ok else 1
@@ -547,6 +549,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        # A caller in a process that goes on (a test calling the CLI in-process while a
+        # component serves beside it) gets its logging back as it was.
+        reset_logging()
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command of ``args``, with the log configured; its exit status."""
     configure_logging(None, verbose=args.verbose, trace=args.trace)
     try:
         config = load_config(args.config)

@@ -16,10 +16,11 @@ import hmac
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from imserver.config import Config, LogConfig
@@ -177,7 +178,35 @@ FORMATTERS: dict[str, Callable[[Iterable[str]], _Redacting]] = {
 }
 
 
+class _Stderr(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is when a record comes, not the stream of the
+    moment it was made (as the logging module's own last-resort handler does): a caller
+    of ``imserver.cli.main`` inside a longer-lived process (a test, whose captured stderr
+    is closed when it ends) must not leave a handler that writes to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass  # always the current sys.stderr
+
+
 _handler: logging.Handler | None = None  # the handler configure() installed last
+# The levels configure() found, by logger name ("" is the root), for reset().
+_found: dict[str, int] = {}
+
+
+def set_level(name: str, level: int | str) -> None:
+    """Set a logger's level ("" is the root) until ``reset()``, which gives back the
+    level found."""
+    logger = logging.getLogger(name or None)
+    _found.setdefault(name, logger.level)
+    logger.setLevel(level)
 
 
 def configure(
@@ -185,7 +214,8 @@ def configure(
 ) -> None:
     """Send every record to stderr in the configured format (``None``: the defaults,
     before a config could be read); ``verbose`` lowers the level to DEBUG, ``trace``
-    names loggers to write at DEBUG alone (``imserver --trace NAME``)."""
+    names loggers to write at DEBUG alone (``imserver --trace NAME``). ``reset()`` undoes
+    it."""
     log = config.log if config is not None else LogConfig()
     # No format of ours shows the caller's file and line, the thread or the process: not
     # finding them saves about a third of each record's cost (the logging HOWTO's
@@ -194,7 +224,7 @@ def configure(
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     secrets = secrets_of(config) if config is not None else ()
     global _handler
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(FORMATTERS[log.format](secrets))
     root = logging.getLogger()
     # Replace our own handler of an earlier call (before the config was read); leave
@@ -203,11 +233,24 @@ def configure(
         root.removeHandler(_handler)
     root.addHandler(handler)
     _handler = handler
-    root.setLevel(logging.DEBUG if verbose else log.level)
+    set_level("", logging.DEBUG if verbose else log.level)
     for name in NOISY:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+        set_level(name, logging.NOTSET if verbose else logging.WARNING)
     # slixmpp traces every stanza at DEBUG, JIDs and all: only where the config shows JIDs.
-    stanzas = logging.NOTSET if log.jids == "full" else logging.INFO
-    logging.getLogger(STANZA_TRACE).setLevel(stanzas)
+    set_level(STANZA_TRACE, logging.NOTSET if log.jids == "full" else logging.INFO)
     for name in trace:
-        logging.getLogger(name).setLevel(logging.DEBUG)
+        set_level(name, logging.DEBUG)
+
+
+def reset() -> None:
+    """Undo ``configure()``: remove its handler and give the loggers back the levels it
+    found. The CLI does this as ``main()`` returns, for a caller in a process that goes
+    on (a test beside a running component): the root logger left at INFO with our
+    handler would write that component's request lines into the caller's stderr."""
+    global _handler
+    if _handler is not None:
+        logging.getLogger().removeHandler(_handler)
+        _handler = None
+    for name, level in _found.items():
+        logging.getLogger(name or None).setLevel(level)
+    _found.clear()

@@ -42,6 +42,19 @@ BACKENDS = [
 ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``@pytest.mark.soak_when(fixture=param, ...)``: the runs of a parametrised test whose
+    parameters are all these are ``soak`` (``make soak``), not ``make test``. For the other
+    backend's run of a slow test whose backend-specific part ``make test`` runs elsewhere,
+    so that ``make test`` still tests every behaviour on at least one backend."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for mark in item.iter_markers("soak_when"):
+            if mark.kwargs and all(params.get(k) == v for k, v in mark.kwargs.items()):
+                item.add_marker(pytest.mark.soak)
+
+
 @pytest.fixture(scope="session")
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyInstance]:
     """A private Prosody (three client domains, one component per backend)."""

@@ -1,6 +1,7 @@
 """``imserver db copy``: a database made through the real component, copied to the other
-backend (and the same one) while the component runs; same rows, ledger check passes,
-and the copy serves a new payment; a non-empty target and bad URLs are refused.
+backend (and, in ``make soak``, the same one) while the component runs; same rows, ledger
+check passes, and the copy serves a new payment; a non-empty target and bad URLs are
+refused.
 
 The source is the session's service (Prosody fixture, SQLite or PostgreSQL): payments
 with shares, a refund, settlement, withdrawals (approved, rejected, pending), a member
@@ -105,6 +106,10 @@ async def copy_cli(*argv: str) -> int:
     return await asyncio.wait_for(asyncio.to_thread(cli.main, args), 300)
 
 
+# The copies across backends take every path of the copy (dbcopy branches on the source's
+# backend and on the target's, never on the pair): the same-backend ones are soak.
+@pytest.mark.soak_when(service="sqlite", target="sqlite")
+@pytest.mark.soak_when(service="postgresql", target="postgresql")
 async def test_copy_has_every_row_and_serves_payments(
     service: Service, target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -191,6 +196,8 @@ class PauseAt:
         pass
 
 
+@pytest.mark.soak_when(service="sqlite", target="sqlite")
+@pytest.mark.soak_when(service="postgresql", target="postgresql")
 async def test_a_copy_during_payments_is_one_committed_state(service: Service, target: str) -> None:
     c = await full_chain(service)
     sid = service.jid

@@ -1,6 +1,6 @@
 """Invites end to end, on both databases: the URI a member gets, joining with its body
 (chat, ad-hoc, register IQ), ended members' invites, statistics, the poster's HTTP
-handler and `imserver invite`."""
+handler and `imserver invite` (on SQLite; on PostgreSQL too in `make soak`)."""
 
 from __future__ import annotations
 
@@ -219,6 +219,9 @@ async def _imserver(svc: Service, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+# Of the database the command only reads the member, as the invite tests above do on both
+# backends (its own part is the poster and the QR code): PostgreSQL's run is soak.
+@pytest.mark.soak_when(service="postgresql")
 async def test_the_operators_command_writes_posters_and_qr_codes(
     service: Service, net: Network, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ allows, never a secret. Read from the real output of ``imserver run``."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -10,8 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from imserver import cli
 from imserver.config import LogConfig, load_config
-from imserver.logs import FORMATTERS, REDACTED, jid_view, secrets_of
+from imserver.logs import (
+    FORMATTERS,
+    NOISY,
+    REDACTED,
+    STANZA_TRACE,
+    configure,
+    jid_view,
+    reset,
+    secrets_of,
+)
 from tests.support.clients import expect_error
 from tests.support.private import SECRET
 from tests.support.running import ADMIN, PAYER, SHOP, running_component
@@ -77,3 +88,35 @@ def test_jid_modes(mode: str, expected: str) -> None:
     view = jid_view(LogConfig(jids=mode), "key")  # type: ignore[arg-type]
     assert view("bob@example.org") == expected
     assert view("") == ""
+
+
+def test_the_cli_gives_back_the_logging_it_found(tmp_path: Path) -> None:
+    """``cli.main`` called in a process that goes on (tests call it beside a running
+    component) leaves no handler and no level of its own: its handler wrote to the stderr
+    of its call, a test's capture that is closed when that test ends, so every later
+    record printed "--- Logging error ---" into some other test's stderr; and the root
+    at INFO passed the running component's request lines on."""
+    names = ["", *NOISY, STANZA_TRACE, "imserver.batches"]
+    levels = {n: logging.getLogger(n or None).level for n in names}
+    handlers = list(logging.getLogger().handlers)
+    argv = ["--config", str(tmp_path / "none.toml"), "--trace", "imserver.batches"]
+    assert cli.main([*argv, "db", "copy", "mysql://u@h/db", "x"]) == 1
+    assert logging.getLogger().handlers == handlers
+    assert {n: logging.getLogger(n or None).level for n in names} == levels
+
+
+def test_the_log_goes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record goes to the stderr of the moment it is written, never to one replaced
+    (and closed) since the log was configured."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure(None)
+    try:
+        logging.getLogger("imserver.test").warning("one")
+        assert "one" in first.getvalue()
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("imserver.test").warning("two")
+    finally:
+        reset()
+    assert second.getvalue().endswith("WARNING imserver.test: two\n"), second.getvalue()
