@@ -23,7 +23,7 @@ from tests.support.clients import Client, expect_error
 from tests.support.commands import say
 from tests.support.model import money_problems
 from tests.support.network import Network, assign_agent, build_network, chain_of, member_of
-from tests.test_payments import balance_of, shares_of
+from tests.test_payments import balance_of, settle_what_came_before, shares_of
 
 
 @dataclass
@@ -72,7 +72,7 @@ async def test_remote_earnings_settle_after_the_longer_hold(service: Service, mi
     remote_days = service.config.federation.hold_days
     assert remote_days > local_days + 2, "the config must hold remote earnings longer"
     settle = service.app.services.settlement.settle
-    await settle()  # whatever earlier tests left due
+    await settle_what_came_before(service)
     m = mixed
     answer = await m.bot.dist.pay(service.jid, "fed-1", m.carol.bare, 100000, "CNY")
     alice, bob, agent = (_earned(answer, x) for x in (m.alice, m.bob, m.agent))
