@@ -37,7 +37,7 @@ class Jobs:
         self.runs += 1
         self.last_run = datetime.now(UTC)
         if settled:
-            log.info("settled %d payments", settled)
+            log.info("made %d settlements", settled)
         return settled
 
     def start(self) -> None:
