@@ -33,8 +33,9 @@ from imserver.store.db import Database
 from imserver.store.dbcopy import CopyError, copy_database
 from imserver.store.migrate import upgrade
 from imserver.store.models import Member, OutboxMessage, Payment
-from tests.conftest import Service, _drop_pg_database, _fresh_pg_database
+from tests.conftest import FAR_DOMAIN, Service, _drop_pg_database, _fresh_pg_database
 from tests.support.clients import Client
+from tests.support.commands import say
 from tests.support.dbsnap import snapshot
 from tests.support.faults import wait_for
 from tests.support.network import add_merchant
@@ -87,6 +88,13 @@ async def fill(service: Service) -> Chain:
     await leaving.dist.register(sid, c.carol.bare)
     await c.bot.dist.pay(sid, "copy-5", leaving.bare, 3000, "CNY")
     await admin.dist.delete(sid, leaving.bare, reason="asked to leave")
+    # A member of another server, whose earnings are held longer, and an admin's trust.
+    far = await service.client(service.new_jid("far", FAR_DOMAIN))
+    await far.dist.register(sid, c.carol.bare)
+    referred = await service.client(service.new_jid("referred"))
+    await referred.dist.register(sid, far.bare)
+    await c.bot.dist.pay(sid, "copy-6", referred.bare, 8000, "CNY")
+    await say(admin, sid, "trust example.net blocked a farm")
     return c
 
 
