@@ -7,9 +7,11 @@ the names the rules use, and imserver's config loader."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +109,9 @@ def test_deploy_config_loads_and_matches_the_scrape_target() -> None:
     assert f'targets: ["{config.metrics.listen}"]' in scrape
     assert f'Component "{config.xmpp.component}"' in PROSODY_SNIPPET.read_text()
     assert f'"{config.xmpp.component}":' in (DEPLOY / "ejabberd" / "imserver.yml").read_text()
+    # ejabberd caps the component's stanzas where imserver caps its own.
+    cap = f"max_stanza_size: {config.limits.max_stanza_bytes}\n"
+    assert cap in (DEPLOY / "ejabberd" / "imserver.yml").read_text()
 
 
 # -- ejabberd: the listener file included into a private node, as an operator includes it
@@ -149,6 +154,56 @@ def config_findings(log: str) -> list[str]:
     return CONFIG_FINDING.findall(log[: started.start()] if started else log)
 
 
+def read_until(sock: socket.socket, pattern: bytes, timeout: float = 10.0) -> str:
+    """What ``sock`` receives until it matches ``pattern`` or the peer closes."""
+    sock.settimeout(timeout)
+    got = b""
+    while not re.search(pattern, got):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got.decode(errors="replace")
+
+
+def raw_component(port: int, secret: str) -> tuple[socket.socket, str]:
+    """A XEP-0114 handshake on the listener by hand: the socket, and the answer to the
+    handshake (``<handshake/>``, or a stream error)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+        b"xmlns:stream='http://etherx.jabber.org/streams' to='%s'>" % EJABBERD_NAME.encode()
+    )
+    header = read_until(sock, rb"<stream:stream[^>]*>")
+    stream_id = re.search(r"id=['\"]([^'\"]+)", header)
+    assert stream_id, header
+    digest = hashlib.sha1((stream_id[1] + secret).encode()).hexdigest()
+    sock.sendall(f"<handshake>{digest}</handshake>".encode())
+    return sock, read_until(sock, rb"<handshake/>|</stream:stream>")
+
+
+def check_listener_options(port: int) -> None:
+    """What the listener's options do, seen from a component's side: the password is
+    this name's secret, and a stanza over max_stanza_size (512 KiB; ejabberd's default
+    for components is no limit) closes the stream while a smaller one goes through."""
+    sock, answer = raw_component(port, "not-the-secret")
+    sock.close()
+    assert "<not-authorized" in answer, answer
+    sock, answer = raw_component(port, EJABBERD_SECRET)
+    with sock:
+        assert answer.endswith("<handshake/>"), answer
+        for size, passes in ((400_000, True), (600_000, False)):
+            # A message (bounced: nobody has that name) and a ping behind it.
+            sock.sendall(
+                f"<message from='{EJABBERD_NAME}' to='nobody@{DOMAIN}'><body>{'x' * size}"
+                f"</body></message><iq type='get' id='ping{size}' from='{EJABBERD_NAME}' "
+                f"to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>".encode()
+            )
+            answer = read_until(sock, rb"id='ping%d'|</stream:stream>" % size)
+            assert ("</stream:stream>" not in answer) == passes, answer[-300:]
+        assert "<policy-violation" in answer and "stanza is too big" in answer, answer[-300:]
+
+
 async def test_ejabberd_listener_file_takes_the_component(tmp_path: Path) -> None:
     port = free_port()
     snippet = tmp_path / "imserver.yml"
@@ -177,6 +232,7 @@ async def test_ejabberd_listener_file_takes_the_component(tmp_path: Path) -> Non
                 await admin.close()
         finally:
             await asyncio.to_thread(component.stop)
+        await asyncio.to_thread(check_listener_options, port)
         # Read last: ejabberd writes its log in the background, after it is ready.
         log = ejabberd.log_path.read_text()
         assert f"TCP connections at 127.0.0.1:{port} for ejabberd_service" in log
