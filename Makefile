@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: run run-ejabberd demo test lint unit soak bench bench-full prosody ejabberd postgres fonts zbar clean
+.PHONY: run run-ejabberd demo test lint unit soak bench bench-full prosody ejabberd postgres fonts zbar promtool clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ fonts:
 
 zbar:
 	@.ci/ensure-zbar
+
+## Prometheus' promtool, to check deploy/prometheus/; the system Prometheus stays off.
+promtool:
+	@.ci/ensure-promtool
 
 ## Start the whole service: private Prosody on loopback, migrated SQLite, region data.
 run: $(STAMP) prosody fonts
@@ -56,7 +60,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 ## Lint, type-check, layer contracts and the whole suite on SQLite and PostgreSQL.
-test: $(STAMP) prosody ejabberd postgres fonts zbar lint
+test: $(STAMP) prosody ejabberd postgres fonts zbar promtool lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not soak" --durations=15
 
 ## The long fault runs.

@@ -28,13 +28,14 @@ import pytest
 from slixmpp.exceptions import IqError, IqTimeout
 
 from imserver.devserver.ejabberd import EjabberdInstance
-from imserver.devserver.server import alive, free_port, listening
+from imserver.devserver.server import alive, listening
 from tests.conftest import BACKENDS, DOMAIN, EJABBERD_COMPONENT, SECRET
 from tests.support.clients import PASSWORD, Client
 from tests.support.ejabberd import (
     component_cluster,
     epmd_pids,
     leftovers,
+    loopback_ejabberd,
     process_tree,
 )
 from tests.support.network import add_merchant, chain_of, member_of
@@ -174,14 +175,7 @@ async def _request_stream(members: list[Client], seconds: float) -> list[tuple[f
 
 
 def _instance(data_dir: Path) -> EjabberdInstance:
-    return EjabberdInstance(
-        data_dir,
-        domain=DOMAIN,
-        client_port=free_port(),
-        component_port=free_port(),
-        http_port=free_port(),
-        components={EJABBERD_COMPONENT: SECRET},
-    )
+    return loopback_ejabberd(data_dir, {EJABBERD_COMPONENT: SECRET})
 
 
 def test_stop_leaves_no_process_and_no_port(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imserver.devserver.ejabberd import EjabberdInstance
-from imserver.devserver.server import alive, listening, parent_of
+from imserver.devserver.server import alive, free_port, listening, parent_of
 from imserver.store.migrate import upgrade
-from tests.conftest import _drop_pg_database, _fresh_pg_database
+from tests.conftest import DOMAIN, _drop_pg_database, _fresh_pg_database
 from tests.support.faults import ComponentProcess, component_env, load_shipped_regions
 
 # op and sender as imserver.logs writes a value: bare, or JSON-quoted when it must be.
@@ -28,6 +28,22 @@ REQUEST_LINE = re.compile(r'imserver\.requests: request op=("[^"]*"|\S+) sender=
 
 def _unquoted(value: str) -> str:
     return str(json.loads(value)) if value.startswith('"') else value
+
+
+def loopback_ejabberd(
+    data_dir: Path, components: Mapping[str, str] | None = None, extra: str = ""
+) -> EjabberdInstance:
+    """A private ejabberd for DOMAIN on free loopback ports (clients, components, account
+    API); ``components``: name -> secret, ``extra``: lines added to its main config."""
+    return EjabberdInstance(
+        data_dir,
+        domain=DOMAIN,
+        client_port=free_port(),
+        component_port=free_port(),
+        http_port=free_port(),
+        components=dict(components or {}),
+        extra=extra,
+    )
 
 
 @dataclass
