@@ -60,8 +60,15 @@ class Stopper:
         of the thread that creates it, and a thread that left a stop signal unblocked
         would take it with the default action (the end of the process, nothing cleaned).
         """
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        if threading.active_count() > 1:
+        others = threading.active_count() > 1
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        except KeyboardInterrupt:
+            # A SIGINT that Python took just before the block is raised as the block
+            # takes effect (the call runs the pending handlers): the first stop of this
+            # run, and the last one Python sees as an exception.
+            self._received(signal.SIGINT)
+        if others:
             log.warning("stop signals blocked after other threads started; they may not be")
         threading.Thread(target=self._wait_for_signals, name="stop-signals", daemon=True).start()
 
@@ -93,23 +100,25 @@ class Stopper:
 
     def _wait_for_signals(self) -> None:
         while True:
-            signum = signal.sigwait(STOP_SIGNALS)
-            with self._lock:
-                first = not self.requested.is_set()
-                if first:
-                    self.signum = signum
-                    self.requested.set()
-                callback = self._on_stop if first else None
-            name = signal.Signals(signum).name
-            if not first:
-                log.warning("%s: already stopping (see above); the stop goes on", name)
-                continue
-            log.info("%s: stopping", name)
-            timer = threading.Timer(self.grace, self._force)
-            timer.daemon = True  # a pending timer must not keep a finished process alive
-            timer.start()
-            if callback is not None:
-                callback()
+            self._received(signal.sigwait(STOP_SIGNALS))
+
+    def _received(self, signum: int) -> None:
+        with self._lock:
+            first = not self.requested.is_set()
+            if first:
+                self.signum = signum
+                self.requested.set()
+            callback = self._on_stop if first else None
+        name = signal.Signals(signum).name
+        if not first:
+            log.warning("%s: already stopping (see above); the stop goes on", name)
+            return
+        log.info("%s: stopping", name)
+        timer = threading.Timer(self.grace, self._force)
+        timer.daemon = True  # a pending timer must not keep a finished process alive
+        timer.start()
+        if callback is not None:
+            callback()
 
     def _force(self) -> None:
         log.error("the stop did not finish within %.0fs: killing what is left", self.grace)
