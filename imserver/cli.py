@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from imserver.devserver.stopping import note_interrupts
+
+# The process that runs the command (`python -m imserver.cli`, the `imserver` script)
+# notes a Ctrl-C from here on, before the imports below (see ``note_interrupts``).
+if __name__ == "__main__" or Path(sys.argv[0]).name == "imserver":
+    note_interrupts()
+
 import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 # At the top only modules built on the standard library and pydantic: they run before

@@ -165,13 +165,22 @@ class Rig:
         assert not ports, f"seed {SEED}, {what}: ports still open: {ports}\n{tail}"
 
 
+# The Stopper's line for the first stop signal ("stopping" alone is also in the path of
+# its module, in a traceback through its SIGINT handler).
+_STOPPING = re.compile(r"\bSIG(?:TERM|INT|HUP): stopping$", re.MULTILINE)
+
+
+def _stopping(text: str) -> bool:
+    return _STOPPING.search(text) is not None
+
+
 def _check_stopped(rig: Rig, run: Run, what: str, signum: int, via_make: bool) -> str:
     """Wait for the run's end and check what it left; returns how it ended."""
     rc = run.wait()
     text = run.output()
     assert "already in use" not in text, f"seed {SEED}, {what}: did not start:\n{text}"
     rig.assert_clean(what, run)
-    if "stopping" not in text:
+    if not _stopping(text):
         # Before `imserver dev` blocked its stop signals (the interpreter still importing)
         # the default action ends it: acceptable only while nothing was started yet.
         assert "prosody on" not in text, f"seed {SEED}, {what}: unhandled stop:\n{text}"
@@ -295,7 +304,7 @@ def test_stop_at_5_moments_of_running_and_of_shutdown(rig: Rig) -> None:
             # Once the run says it is stopping, within its orderly stop (some 20 ms) or the
             # interpreter's exit after it (a tenth of a second or two).
             deadline = time.monotonic() + 10
-            while "stopping" not in run.output() and run.proc.poll() is None:
+            while not _stopping(run.output()) and run.proc.poll() is None:
                 assert time.monotonic() < deadline, run.output()
                 time.sleep(0.001)
             time.sleep(rig.rng.uniform(0, 0.03))
@@ -328,9 +337,9 @@ def test_sigkill_of_the_parent_takes_prosody_along(rig: Rig) -> None:
     run.proc.kill()
     assert run.proc.wait(10) == -signal.SIGKILL
     rig.assert_clean("SIGKILL of imserver dev", run, wait=10.0)
-    # In its last moments a process has no memory left: its environment reads empty, so
-    # the check above no longer sees it, while /proc still shows it running. Its end is
-    # a matter of a moment then (seen once: 'exists and not a zombie' right after).
+    # In its last moments a process has no memory left: reading its environment fails
+    # (ESRCH), so the check above no longer sees it, while its stat still says running.
+    # Its end is a matter of a moment then (seen once: 'exists and not a zombie').
     assert _ends(prosody_pid, within=10.0), f"seed {SEED}: prosody {prosody_pid} still runs"
     again = rig.launch()
     rig.wait_connected(again)
@@ -339,7 +348,8 @@ def test_sigkill_of_the_parent_takes_prosody_along(rig: Rig) -> None:
 
 
 # Loaded by `imserver dev` as its sitecustomize (from PYTHONPATH): sends the process a
-# SIGINT, as a Ctrl-C would, the moment the import system is asked for STOP_AT_IMPORT.
+# SIGINT, as a Ctrl-C would, the moment the import system is asked for STOP_AT_IMPORT;
+# with SWALLOW set, catches the KeyboardInterrupt and goes on, as some code does.
 _STOP_AT_IMPORT = """
 import os, signal, sys
 
@@ -348,31 +358,49 @@ class StopHere:
         if name == os.environ["STOP_AT_IMPORT"]:
             sys.meta_path.remove(self)
             print(f"SIGINT at the import of {name}", file=sys.stderr, flush=True)
-            os.kill(os.getpid(), signal.SIGINT)
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                if not os.environ.get("SWALLOW"):
+                    raise
         return None
 
 sys.meta_path.insert(0, StopHere())
 """
 
 
-def test_a_ctrl_c_inside_an_import_that_catches_everything(rig: Rig, tmp_path: Path) -> None:
-    """slixmpp's import tries `gnupg` inside a bare `except:`: a Ctrl-C that landed there
-    was swallowed without a word, and `imserver dev` went on to serve as if never stopped
-    (seen once under `make run`: no end within 45 s). Its stop signals are now blocked
-    before anything but the config is imported: the same Ctrl-C stops it in order."""
+@pytest.mark.parametrize(
+    ("module", "swallow", "prosody"),
+    [
+        # slixmpp's import tries gnupg inside a bare `except:`: the Ctrl-C was lost without
+        # a word, and `imserver dev` served on (seen once under `make run`: no end within
+        # 45 s). slixmpp is now imported once the stop signals are blocked.
+        ("gnupg", False, True),
+        # Before the block, wherever a KeyboardInterrupt is swallowed (CPython's module
+        # locks print "Exception ignored" and go on, 1 in 100 SIGINTs during imports), the
+        # SIGINT is noted all the same, and the block takes it as the first stop.
+        ("pydantic", True, False),
+    ],
+)
+def test_a_ctrl_c_that_some_code_swallows(
+    rig: Rig, tmp_path: Path, module: str, swallow: bool, prosody: bool
+) -> None:
     (tmp_path / "sitecustomize.py").write_text(_STOP_AT_IMPORT)
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
-    run = rig.launch(env={"PYTHONPATH": path, "STOP_AT_IMPORT": "gnupg"})
+    env = {"PYTHONPATH": path, "STOP_AT_IMPORT": module, "SWALLOW": "1" if swallow else ""}
+    run = rig.launch(env=env)
     deadline = time.monotonic() + READY_TIMEOUT
-    while "SIGINT at the import of gnupg" not in run.output():
+    while f"SIGINT at the import of {module}" not in run.output():
         assert not run.connected() and run.proc.poll() is None, (
-            f"slixmpp no longer imports gnupg: choose another point\n{run.output()}"
+            f"{module} is not imported: choose another point\n{run.output()}"
         )
         assert time.monotonic() < deadline, run.output()
         time.sleep(0.02)
-    what = "SIGINT while slixmpp imports gnupg"
+    what = f"SIGINT while {module} is imported"
     assert _check_stopped(rig, run, what, signal.SIGINT, False) == "orderly"
     assert "SIGINT: stopping" in run.output()
+    # Before the block nothing is started yet: the stop comes before Prosody.
+    assert ("prosody on" in run.output()) == prosody, run.output()
 
 
 # What runs in `imserver dev` before it blocks its stop signals: the CLI module, the
@@ -529,7 +557,7 @@ def test_second_dev_is_refused_and_leaves_the_first_alone(rig: Rig) -> None:
     text = second.output()
     assert rc == 3, f"exit status {rc}:\n{text}"
     assert f"another imserver (pid {first.proc.pid}) already runs the Prosody" in text, text
-    assert "regions loaded" not in text and "stopping" not in text, text
+    assert "regions loaded" not in text and not _stopping(text), text
     # The first run, its Prosody and its link are untouched.
     assert first.proc.poll() is None
     assert _listening(rig.client_port) and _listening(rig.component_port)
@@ -549,7 +577,17 @@ _RECORD = re.compile(r"^(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )", re.MULTILINE
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*$", re.MULTILINE)
 
 
+# A SIGINT that lands in the weakref callback of an import's module lock: CPython prints
+# it and goes on; imserver takes it as its stop once it blocks the stop signals.
+_SWALLOWED_BY_IMPORT = re.compile(
+    r"^Exception ignored in: <function _get_module_lock\.<locals>\.cb at 0x[0-9a-f]+>\n"
+    r"Traceback \(most recent call last\):\n(?:  .*\n)+KeyboardInterrupt.*\n",
+    re.MULTILINE,
+)
+
+
 def _known_noise_removed(text: str) -> str:
+    text = _SWALLOWED_BY_IMPORT.sub("", text)
     kept = []
     for record in _RECORD.split(text):
         settle_cut = 'ERROR apscheduler.executors.default: Job "Jobs.settle' in record

@@ -38,6 +38,30 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 30.0
 
 
+# The SIGINTs that ``note_interrupts``'s handler took before the stop signals were blocked.
+_interrupts: list[int] = []
+
+
+def note_interrupts() -> None:
+    """Have each SIGINT noted as well as raised as KeyboardInterrupt, as Python does.
+
+    Until ``Stopper.install`` blocks it, a SIGINT is Python's: a KeyboardInterrupt
+    wherever it lands, and code that catches everything swallows it and goes on. Some
+    does: CPython's import machinery, when it lands in the weakref callback of a module
+    lock (it prints "Exception ignored" and the import goes on: about 1 in 100 SIGINTs
+    during imports), and slixmpp's import (a bare ``except:`` around ``import gnupg``).
+    A noted SIGINT is not lost: ``install`` takes it as the first stop. Call this first
+    thing in the process that runs the command, never in one that only calls the CLI
+    (a test): the handler stays until the process ends.
+    """
+
+    def interrupted(signum: int, _frame: object) -> None:
+        _interrupts.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+
+
 class StopRequested(Exception):
     """A stop signal arrived before serving began; unwind and stop what was started."""
 
@@ -61,12 +85,15 @@ class Stopper:
         would take it with the default action (the end of the process, nothing cleaned).
         """
         others = threading.active_count() > 1
+        interrupted = False
         try:
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         except KeyboardInterrupt:
             # A SIGINT that Python took just before the block is raised as the block
-            # takes effect (the call runs the pending handlers): the first stop of this
-            # run, and the last one Python sees as an exception.
+            # takes effect (the call runs the pending handlers).
+            interrupted = True
+        if interrupted or _interrupts:
+            # Came before the block, and the process went on: the first stop of this run.
             self._received(signal.SIGINT)
         if others:
             log.warning("stop signals blocked after other threads started; they may not be")
