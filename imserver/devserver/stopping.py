@@ -15,6 +15,11 @@ thread acts on it at the points where acting is safe:
 - while serving, through the callback registered with ``on_stop`` (it cancels the
   serving task from the event loop's thread).
 
+Before the block a SIGINT is Python's KeyboardInterrupt, which some code swallows (an
+import's module-lock callback, a library's bare ``except:``): ``note_interrupts``, set
+first thing by the command's process, keeps a record of it, and ``install`` takes it as
+the first stop.
+
 Later signals are noted and otherwise ignored: the first one's orderly stop runs to its
 end and is not cut short by an impatient second one. Should that stop hang anyway,
 after ``grace`` seconds the emergency callbacks run (SIGKILL Prosody) and the process
