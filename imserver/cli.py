@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from imserver.devserver.stopping import note_interrupts
+
+# The process that runs the command (`python -m imserver.cli`, the `imserver` script)
+# notes a Ctrl-C from here on, before the imports below (see ``note_interrupts``).
+if __name__ == "__main__" or Path(sys.argv[0]).name == "imserver":
+    note_interrupts()
+
 import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+# At the top only modules built on the standard library and pydantic: they run before
+# `imserver dev` and `imserver run` block their stop signals (once the config is read),
+# while a SIGINT still raises KeyboardInterrupt wherever it lands, and a library that
+# catches everything would swallow it. slixmpp does (its import tries `gnupg` inside a bare
+# `except:`): a Ctrl-C that landed there was lost without a word, and `make run` served on
+# as if never stopped. The rest is imported where it is used, after the block.
 from imserver.config import Config, ConfigError, load_config
 from imserver.devserver.prosody import ProsodyError, StartInterrupted, for_config
 from imserver.devserver.stopping import Stopper, StopRequested
@@ -21,7 +35,6 @@ from imserver.logs import configure as configure_logging
 from imserver.logs import reset as reset_logging
 from imserver.logs import set_level as set_log_level
 from imserver.posters.fonts import FontMissing
-from imserver.xmpp.hardening import UnsafeEnvironment
 
 if TYPE_CHECKING:
     from imserver.app import App
@@ -571,10 +584,15 @@ def _run(args: argparse.Namespace) -> int:
     except ProsodyError as exc:
         print(f"prosody: {exc}", file=sys.stderr)
         return 3
-    except (UnsafeEnvironment, FontMissing) as exc:
+    except FontMissing as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from imserver.xmpp.hardening import UnsafeEnvironment  # slixmpp: see the top
+
+        if isinstance(exc, UnsafeEnvironment):
+            print(f"refusing to start: {exc}", file=sys.stderr)
+            return 2
         explained = _explain_database_error(exc)
         if explained is None:
             raise  # a defect: its traceback is what a developer needs

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +102,9 @@ class Rig:
             "IMSERVER_XMPP__RECONNECT_MAX_DELAY": "0.5",
         }
 
-    def launch(self, via_make: bool = False) -> Run:
-        """Start `imserver dev` (or `make run`, its set-up steps taken as done)."""
+    def launch(self, via_make: bool = False, env: Mapping[str, str] | None = None) -> Run:
+        """Start `imserver dev` (or `make run`, its set-up steps taken as done), with
+        ``env`` added to the environment."""
         self.runs += 1
         out = self.base / f"run-{self.runs}.log"
         if via_make:
@@ -117,7 +118,7 @@ class Rig:
             proc = subprocess.Popen(
                 argv,
                 cwd=ROOT,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -164,13 +165,22 @@ class Rig:
         assert not ports, f"seed {SEED}, {what}: ports still open: {ports}\n{tail}"
 
 
+# The Stopper's line for the first stop signal ("stopping" alone is also in the path of
+# its module, in a traceback through its SIGINT handler).
+_STOPPING = re.compile(r"\bSIG(?:TERM|INT|HUP): stopping$", re.MULTILINE)
+
+
+def _stopping(text: str) -> bool:
+    return _STOPPING.search(text) is not None
+
+
 def _check_stopped(rig: Rig, run: Run, what: str, signum: int, via_make: bool) -> str:
     """Wait for the run's end and check what it left; returns how it ended."""
     rc = run.wait()
     text = run.output()
     assert "already in use" not in text, f"seed {SEED}, {what}: did not start:\n{text}"
     rig.assert_clean(what, run)
-    if "stopping" not in text:
+    if not _stopping(text):
         # Before `imserver dev` blocked its stop signals (the interpreter still importing)
         # the default action ends it: acceptable only while nothing was started yet.
         assert "prosody on" not in text, f"seed {SEED}, {what}: unhandled stop:\n{text}"
@@ -294,7 +304,7 @@ def test_stop_at_5_moments_of_running_and_of_shutdown(rig: Rig) -> None:
             # Once the run says it is stopping, within its orderly stop (some 20 ms) or the
             # interpreter's exit after it (a tenth of a second or two).
             deadline = time.monotonic() + 10
-            while "stopping" not in run.output() and run.proc.poll() is None:
+            while not _stopping(run.output()) and run.proc.poll() is None:
                 assert time.monotonic() < deadline, run.output()
                 time.sleep(0.001)
             time.sleep(rig.rng.uniform(0, 0.03))
@@ -327,11 +337,161 @@ def test_sigkill_of_the_parent_takes_prosody_along(rig: Rig) -> None:
     run.proc.kill()
     assert run.proc.wait(10) == -signal.SIGKILL
     rig.assert_clean("SIGKILL of imserver dev", run, wait=10.0)
-    assert not Path(f"/proc/{prosody_pid}").exists() or _zombie(prosody_pid)
+    # In its last moments a process has no memory left: reading its environment fails
+    # (ESRCH), so the check above no longer sees it, while its stat still says running.
+    # Its end is a matter of a moment then (seen once: 'exists and not a zombie').
+    assert _ends(prosody_pid, within=10.0), f"seed {SEED}: prosody {prosody_pid} still runs"
     again = rig.launch()
     rig.wait_connected(again)
     again.signal(signal.SIGTERM, group=False)
     assert _check_stopped(rig, again, "after a SIGKILL", signal.SIGTERM, False) == "orderly"
+
+
+# Loaded by `imserver dev` as its sitecustomize (from PYTHONPATH): sends the process a
+# SIGINT, as a Ctrl-C would, the moment the import system is asked for STOP_AT_IMPORT;
+# with SWALLOW set, catches the KeyboardInterrupt and goes on, as some code does.
+_STOP_AT_IMPORT = """
+import os, signal, sys
+
+class StopHere:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["STOP_AT_IMPORT"]:
+            sys.meta_path.remove(self)
+            print(f"SIGINT at the import of {name}", file=sys.stderr, flush=True)
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                if not os.environ.get("SWALLOW"):
+                    raise
+        return None
+
+sys.meta_path.insert(0, StopHere())
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "swallow", "prosody"),
+    [
+        # slixmpp's import tries gnupg inside a bare `except:`: the Ctrl-C was lost without
+        # a word, and `imserver dev` served on (seen once under `make run`: no end within
+        # 45 s). slixmpp is now imported once the stop signals are blocked.
+        ("gnupg", False, True),
+        # Before the block, wherever a KeyboardInterrupt is swallowed (CPython's module
+        # locks print "Exception ignored" and go on, 1 in 100 SIGINTs during imports), the
+        # SIGINT is noted all the same, and the block takes it as the first stop.
+        ("pydantic", True, False),
+    ],
+)
+def test_a_ctrl_c_that_some_code_swallows(
+    rig: Rig, tmp_path: Path, module: str, swallow: bool, prosody: bool
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(_STOP_AT_IMPORT)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    env = {"PYTHONPATH": path, "STOP_AT_IMPORT": module, "SWALLOW": "1" if swallow else ""}
+    run = rig.launch(env=env)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while f"SIGINT at the import of {module}" not in run.output():
+        assert not run.connected() and run.proc.poll() is None, (
+            f"{module} is not imported: choose another point\n{run.output()}"
+        )
+        assert time.monotonic() < deadline, run.output()
+        time.sleep(0.02)
+    what = f"SIGINT while {module} is imported"
+    assert _check_stopped(rig, run, what, signal.SIGINT, False) == "orderly"
+    assert "SIGINT: stopping" in run.output()
+    # Before the block nothing is started yet: the stop comes before Prosody.
+    assert ("prosody on" in run.output()) == prosody, run.output()
+
+
+# What runs in `imserver dev` before it blocks its stop signals: the CLI module, the
+# parser, the config and the logging.
+_BEFORE_THE_BLOCK = """
+import sys
+started = set(sys.modules)
+from imserver import cli
+args = cli.build_parser().parse_args(["--config", sys.argv[1], "dev"])
+cli.configure_logging(cli.load_config(args.config))
+new = {name: sys.modules[name] for name in set(sys.modules) - started}
+origins = {name: str(getattr(module, "__spec__", None)) for name, module in new.items()}
+print(*sorted({name.partition(".")[0] for name, o in origins.items() if "-packages" in o}))
+"""
+
+
+def test_only_the_config_is_imported_before_the_stop_signals_are_blocked() -> None:
+    """Until `imserver dev` blocks its stop signals a SIGINT raises KeyboardInterrupt
+    wherever it lands, and any library that catches everything (slixmpp, see above) may
+    swallow it: nothing but the standard library, our config and logging code and
+    pydantic (which reads the config) may run before."""
+    out = subprocess.run(
+        [sys.executable, "-c", _BEFORE_THE_BLOCK, str(ROOT / "config.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    pydantic = {"pydantic", "pydantic_core", "typing_extensions", "annotated_types"}
+    assert set(out) <= {"typing_inspection", *pydantic}, out
+
+
+# A parent that blocks its stop signals (the Stopper) starts a child; before the child's
+# setsid a Ctrl-C to the process group reaches it too, and waits there, blocked.
+_PENDING_IN_THE_CHILD = """
+import os, signal, subprocess
+from imserver.devserver.server import child_setup
+from imserver.devserver.stopping import STOP_SIGNALS
+signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+setup = child_setup(die_with_parent=True)
+assert setup is not None
+
+def ctrl_c_before_setsid_then_setup():
+    os.kill(os.getpid(), signal.SIGINT)
+    setup()
+
+print(subprocess.Popen(["sleep", "30"], preexec_fn=ctrl_c_before_setsid_then_setup).wait())
+"""
+
+
+def test_a_ctrl_c_that_reaches_the_server_before_its_exec_ends_it() -> None:
+    """The forked child is still a copy of our interpreter: its SIGINT handler raised
+    KeyboardInterrupt in the set-up before exec, and Popen a SubprocessError (a crash of
+    the start). Now the signal ends the child, as it ends the server after exec."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PENDING_IN_THE_CHILD], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == str(-signal.SIGINT), done
+
+
+# A SIGINT that Python took just before the Stopper's block is raised by the call that
+# blocks (it runs the pending handlers): simulated by a pthread_sigmask that raises after
+# blocking.
+_INTERRUPTED_WHILE_BLOCKING = """
+import logging, signal, sys
+from imserver.devserver.stopping import STOP_SIGNALS, Stopper
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+real = signal.pthread_sigmask
+
+def blocks_then_raises(how, mask):
+    real(how, mask)
+    raise KeyboardInterrupt
+
+signal.pthread_sigmask = blocks_then_raises
+stopper = Stopper()
+stopper.install()
+signal.pthread_sigmask = real
+blocked = set(STOP_SIGNALS) <= real(signal.SIG_BLOCK, ())
+print(stopper.describe(), stopper.requested.is_set(), blocked)
+"""
+
+
+def test_a_sigint_raised_by_the_block_itself_is_the_first_stop() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_WHILE_BLOCKING],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out == ["SIGINT: stopping", "SIGINT True True"], out
 
 
 # An imserver that takes no claim on the data dir and does not tie Prosody's life to its
@@ -397,7 +557,7 @@ def test_second_dev_is_refused_and_leaves_the_first_alone(rig: Rig) -> None:
     text = second.output()
     assert rc == 3, f"exit status {rc}:\n{text}"
     assert f"another imserver (pid {first.proc.pid}) already runs the Prosody" in text, text
-    assert "regions loaded" not in text and "stopping" not in text, text
+    assert "regions loaded" not in text and not _stopping(text), text
     # The first run, its Prosody and its link are untouched.
     assert first.proc.poll() is None
     assert _listening(rig.client_port) and _listening(rig.component_port)
@@ -417,7 +577,17 @@ _RECORD = re.compile(r"^(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )", re.MULTILINE
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*$", re.MULTILINE)
 
 
+# A SIGINT that lands in the weakref callback of an import's module lock: CPython prints
+# it and goes on; imserver takes it as its stop once it blocks the stop signals.
+_SWALLOWED_BY_IMPORT = re.compile(
+    r"^Exception ignored in: <function _get_module_lock\.<locals>\.cb at 0x[0-9a-f]+>\n"
+    r"Traceback \(most recent call last\):\n(?:  .*\n)+KeyboardInterrupt.*\n",
+    re.MULTILINE,
+)
+
+
 def _known_noise_removed(text: str) -> str:
+    text = _SWALLOWED_BY_IMPORT.sub("", text)
     kept = []
     for record in _RECORD.split(text):
         settle_cut = 'ERROR apscheduler.executors.default: Job "Jobs.settle' in record
@@ -426,6 +596,16 @@ def _known_noise_removed(text: str) -> str:
             continue
         kept.append(record)
     return "".join(kept)
+
+
+def _ends(pid: int, within: float) -> bool:
+    """Whether ``pid`` is gone or a zombie within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not _zombie(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _zombie(pid: int) -> bool:

@@ -314,8 +314,16 @@ def child_setup(die_with_parent: bool) -> Callable[[], None] | None:
     A signal mask is inherited across exec: a parent that blocks its stop signals (so
     that a dedicated thread takes them, see ``stopping.py``) would otherwise start a
     server that never sees SIGTERM. Everything is looked up here, before the fork.
+
+    Until its ``setsid`` the child is in our process group: a Ctrl-C to the group then
+    waits in it, blocked, and is delivered when the mask is cleared. This is still a
+    copy of our interpreter, whose SIGINT handler raises KeyboardInterrupt (Popen would
+    raise SubprocessError, a crash); with the default action restored first, such a
+    signal ends the child as it would end the server after exec.
     """
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    # Stop signals with a Python handler here (SIGINT's raises KeyboardInterrupt).
+    handled = [s for s in blocked if callable(signal.getsignal(s))]
     prctl: Callable[..., int] | None = None
     if (
         die_with_parent
@@ -328,13 +336,15 @@ def child_setup(die_with_parent: bool) -> Callable[[], None] | None:
     parent = os.getpid()
 
     def setup() -> None:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_SETMASK, ())
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
             # A parent that died before the prctl would never signal us: go now.
             if os.getppid() != parent:
                 os._exit(1)
+        if blocked:
+            for signum in handled:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
     return setup
 

@@ -15,6 +15,11 @@ thread acts on it at the points where acting is safe:
 - while serving, through the callback registered with ``on_stop`` (it cancels the
   serving task from the event loop's thread).
 
+Before the block a SIGINT is Python's KeyboardInterrupt, which some code swallows (an
+import's module-lock callback, a library's bare ``except:``): ``note_interrupts``, set
+first thing by the command's process, keeps a record of it, and ``install`` takes it as
+the first stop.
+
 Later signals are noted and otherwise ignored: the first one's orderly stop runs to its
 end and is not cut short by an impatient second one. Should that stop hang anyway,
 after ``grace`` seconds the emergency callbacks run (SIGKILL Prosody) and the process
@@ -36,6 +41,30 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Longer than ProsodyInstance.stop's SIGTERM wait (10 s) plus the component's own stop,
 # shorter than systemd's default 90 s before it sends SIGKILL.
 GRACE_SECONDS = 30.0
+
+
+# The SIGINTs that ``note_interrupts``'s handler took before the stop signals were blocked.
+_interrupts: list[int] = []
+
+
+def note_interrupts() -> None:
+    """Have each SIGINT noted as well as raised as KeyboardInterrupt, as Python does.
+
+    Until ``Stopper.install`` blocks it, a SIGINT is Python's: a KeyboardInterrupt
+    wherever it lands, and code that catches everything swallows it and goes on. Some
+    does: CPython's import machinery, when it lands in the weakref callback of a module
+    lock (it prints "Exception ignored" and the import goes on: about 1 in 100 SIGINTs
+    during imports), and slixmpp's import (a bare ``except:`` around ``import gnupg``).
+    A noted SIGINT is not lost: ``install`` takes it as the first stop. Call this first
+    thing in the process that runs the command, never in one that only calls the CLI
+    (a test): the handler stays until the process ends.
+    """
+
+    def interrupted(signum: int, _frame: object) -> None:
+        _interrupts.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 class StopRequested(Exception):
@@ -60,8 +89,18 @@ class Stopper:
         of the thread that creates it, and a thread that left a stop signal unblocked
         would take it with the default action (the end of the process, nothing cleaned).
         """
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        if threading.active_count() > 1:
+        others = threading.active_count() > 1
+        interrupted = False
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        except KeyboardInterrupt:
+            # A SIGINT that Python took just before the block is raised as the block
+            # takes effect (the call runs the pending handlers).
+            interrupted = True
+        if interrupted or _interrupts:
+            # Came before the block, and the process went on: the first stop of this run.
+            self._received(signal.SIGINT)
+        if others:
             log.warning("stop signals blocked after other threads started; they may not be")
         threading.Thread(target=self._wait_for_signals, name="stop-signals", daemon=True).start()
 
@@ -93,23 +132,25 @@ class Stopper:
 
     def _wait_for_signals(self) -> None:
         while True:
-            signum = signal.sigwait(STOP_SIGNALS)
-            with self._lock:
-                first = not self.requested.is_set()
-                if first:
-                    self.signum = signum
-                    self.requested.set()
-                callback = self._on_stop if first else None
-            name = signal.Signals(signum).name
-            if not first:
-                log.warning("%s: already stopping (see above); the stop goes on", name)
-                continue
-            log.info("%s: stopping", name)
-            timer = threading.Timer(self.grace, self._force)
-            timer.daemon = True  # a pending timer must not keep a finished process alive
-            timer.start()
-            if callback is not None:
-                callback()
+            self._received(signal.sigwait(STOP_SIGNALS))
+
+    def _received(self, signum: int) -> None:
+        with self._lock:
+            first = not self.requested.is_set()
+            if first:
+                self.signum = signum
+                self.requested.set()
+            callback = self._on_stop if first else None
+        name = signal.Signals(signum).name
+        if not first:
+            log.warning("%s: already stopping (see above); the stop goes on", name)
+            return
+        log.info("%s: stopping", name)
+        timer = threading.Timer(self.grace, self._force)
+        timer.daemon = True  # a pending timer must not keep a finished process alive
+        timer.start()
+        if callback is not None:
+            callback()
 
     def _force(self) -> None:
         log.error("the stop did not finish within %.0fs: killing what is left", self.grace)
