@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -146,6 +147,18 @@ def leftovers(instance: EjabberdInstance, pids: set[int]) -> list[str]:
     ports = (*instance.ports(), instance.dist_port)
     left += [f"port {p} still listens" for p in ports if listening(p)]
     return left
+
+
+def new_lasting_epmd(before: set[int], settle: float = 5.0) -> set[int]:
+    """The epmd processes started since ``before`` that are still there after ``settle``
+    seconds. Other Erlang nodes on the machine start a short-lived ``epmd -daemon`` now
+    and then (RabbitMQ's epmd monitor does): it exits at once when one is running."""
+    new = epmd_pids() - before
+    deadline = time.monotonic() + settle
+    while new and time.monotonic() < deadline:
+        time.sleep(0.2)
+        new = {p for p in new if Path(f"/proc/{p}").exists()}
+    return new
 
 
 def epmd_pids() -> set[int]:
