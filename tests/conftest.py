@@ -9,6 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -163,6 +164,20 @@ async def _drop_pg_database(name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def empty_database(backend: str, directory: Path) -> AsyncIterator[str]:
+    """The URL of a database of ``backend`` with nothing in it: an SQLite file in
+    ``directory`` that does not exist yet, or a new PostgreSQL database, dropped after."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / 'imserver.sqlite3'}"
+        return
+    name, url = await _fresh_pg_database()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(name)
 
 
 # The second domain of the test servers stands for a foreign one: blocked. (The default

@@ -33,7 +33,13 @@ from imserver.store.db import Database
 from imserver.store.dbcopy import CopyError, copy_database
 from imserver.store.migrate import upgrade
 from imserver.store.models import Member, OutboxMessage, Payment
-from tests.conftest import FAR_DOMAIN, Service, _drop_pg_database, _fresh_pg_database
+from tests.conftest import (
+    FAR_DOMAIN,
+    Service,
+    _drop_pg_database,
+    _fresh_pg_database,
+    empty_database,
+)
 from tests.support.clients import Client
 from tests.support.commands import say
 from tests.support.dbsnap import snapshot
@@ -48,12 +54,8 @@ COMPONENT = "distcopy.localhost"
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of a database that does not exist yet (SQLite) or is new and empty."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'copy' / 'imserver.sqlite3'}"
-        return
-    name, url = await _fresh_pg_database()
-    yield url
-    await _drop_pg_database(name)
+    async with empty_database(request.param, tmp_path / "copy") as url:
+        yield url
 
 
 async def _scalar(db: Database, stmt: Select[Any]) -> int:
@@ -377,9 +379,7 @@ def _copy_on_a_terminal(source: str, target: str) -> tuple[int, str]:
     stderr (where the bar goes)."""
     leader, follower = os.openpty()
     argv = [sys.executable, "-m", "imserver.cli", "--config", "/nonexistent.toml"]
-    proc = subprocess.Popen(
-        [*argv, "db", "copy", source, target], stdout=follower, stderr=follower
-    )
+    proc = subprocess.Popen([*argv, "db", "copy", source, target], stdout=follower, stderr=follower)
     os.close(follower)
     seen = b""
     with contextlib.suppress(OSError):  # EIO once the process closed its end

@@ -22,17 +22,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from imserver.store.migrate import alembic_config, heads, upgrade
 from imserver.store.models import Base
-from tests.conftest import BACKENDS, _drop_pg_database, _fresh_pg_database
+from tests.conftest import BACKENDS, empty_database
 
 
 @pytest.fixture(params=BACKENDS)
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'schema.sqlite3'}"
-        return
-    name, pg_url = await _fresh_pg_database()
-    yield pg_url
-    await _drop_pg_database(name)
+    async with empty_database(request.param, tmp_path) as new:
+        yield new
 
 
 async def _differences(url: str) -> list[Any]:

@@ -46,10 +46,8 @@ def _hour(now: datetime) -> datetime:
 
 
 def _this_hour(start: datetime | None, count: int, now: datetime) -> int:
-    """A stored hourly count as of ``now``: 0 when it was counted in another hour (SQLite
-    gives the stored hour back without its time zone)."""
-    hour = _hour(now)
-    return count if start is not None and start.replace(tzinfo=hour.tzinfo) == hour else 0
+    """A stored hourly count as of ``now``: 0 when it was counted in another hour."""
+    return count if start == _hour(now) else 0
 
 
 @dataclass

@@ -46,16 +46,21 @@ class Earners:
 
     def blocked(self, jid: str) -> bool:
         """Whether ``jid`` is of a remote domain that is blocked."""
-        if not is_remote(jid, self.config):
-            return False
-        domain = domain_of(jid)
-        return effective_trust(domain, self.stored.get(domain), self.config) == BLOCKED
+        return blocked_by(jid, self.stored, self.config)
 
 
-async def is_blocked(conn: Conn, jid: str, config: Config) -> bool:
-    """Whether ``jid`` is of a remote domain that is blocked."""
+def blocked_by(jid: str, stored: Mapping[str, str | None], config: Config) -> bool:
+    """Whether ``jid`` is of a remote domain that is blocked, given the admins' trusts
+    (``stored``, by domain: one absent or None is the config's)."""
     if not is_remote(jid, config):
         return False
     domain = domain_of(jid)
-    stored = await domains.get_many(conn, [domain])
-    return trust_of(domain, stored.get(domain), config) == BLOCKED
+    return effective_trust(domain, stored.get(domain), config) == BLOCKED
+
+
+async def is_blocked(conn: Conn, jid: str, config: Config) -> bool:
+    """Whether ``jid`` is of a remote domain that is blocked (read from the database)."""
+    if not is_remote(jid, config):
+        return False
+    records = await domains.get_many(conn, [domain_of(jid)])
+    return blocked_by(jid, {d: r.trust for d, r in records.items()}, config)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imserver.store.dialect import for_update, upsert
+from imserver.store.dialect import for_update, upsert, utc
 from imserver.store.models import RemoteDomain
 
 
@@ -37,6 +38,11 @@ _COLUMNS = (
 )
 
 
+def _record(row: Any) -> DomainRecord:
+    domain, trust, set_by, set_at, members, hour_start, hour_count = row
+    return DomainRecord(domain, trust, set_by, utc(set_at), members, utc(hour_start), hour_count)
+
+
 async def get_many(
     conn: AsyncConnection, domains: Collection[str], *, lock: bool = False
 ) -> dict[str, DomainRecord]:
@@ -45,13 +51,13 @@ async def get_many(
         return {}
     stmt = select(*_COLUMNS).where(RemoteDomain.domain.in_(sorted(domains)))
     rows = await conn.execute(for_update(conn, stmt) if lock else stmt)
-    return {r[0]: DomainRecord(*r) for r in rows}
+    return {r[0]: _record(r) for r in rows}
 
 
 async def all_rows(conn: AsyncConnection) -> list[DomainRecord]:
     """Every stored domain, by name."""
     rows = await conn.execute(select(*_COLUMNS).order_by(RemoteDomain.domain))
-    return [DomainRecord(*r) for r in rows]
+    return [_record(r) for r in rows]
 
 
 async def set_trust(
